@@ -1,0 +1,266 @@
+"""The notebook's CSV read and validated, its per-class resampling, images decoded once, and the datasets."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+REQUIRED_COLUMNS = ("image_path", "label", "fold")  # label_name and group are optional
+
+
+class DataError(ValueError):
+    """The user's data is unusable; the message is one line naming the file and the fix."""
+
+
+def _first(items, n: int = 3) -> str:
+    items = list(items)
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(str(i) for i in items[:n]) + more
+
+
+def read_table(csv: str | Path, num_classes: int = 0) -> tuple[pd.DataFrame, int]:
+    """Read and validate a notebook-format CSV.
+
+    Returns the table with resolved absolute `path`, integer `label` and `fold`, and the class
+    count (inferred as max(label) + 1 when `num_classes` is 0). Image paths may be relative to the
+    CSV's folder or to the working directory and may use Windows backslashes.
+    """
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(f"CSV not found: {csv}")
+    try:
+        df = pd.read_csv(csv)
+    except Exception as e:  # pandas raises a zoo of parser errors
+        raise DataError(f"cannot read CSV {csv}: {str(e).splitlines()[0]}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"CSV {csv} lacks column(s) {', '.join(missing)}; expected image_path,label,label_name,group,fold"
+        )
+    if df.empty:
+        raise DataError(f"CSV {csv} has no rows")
+    df = df.copy()
+    df["label"] = _integer_column(df["label"], "label", csv)
+    df["fold"] = _integer_column(df["fold"], "fold", csv)
+    if "label_name" not in df.columns:
+        df["label_name"] = df["label"].astype(str)
+    if "group" not in df.columns:
+        df["group"] = np.arange(len(df)).astype(str)
+
+    if (df["label"] < 0).any():
+        raise DataError(f"CSV {csv}: negative labels at rows {_first(df.index[df['label'] < 0])}")
+    inferred = int(df["label"].max()) + 1
+    if num_classes == 0:
+        num_classes = inferred
+    bad = df.index[df["label"] >= num_classes]
+    if len(bad):
+        raise DataError(
+            f"CSV {csv}: {len(bad)} label(s) outside 0..{num_classes - 1} (rows {_first(bad)}); "
+            f"set num_classes >= {inferred} or 0 to infer"
+        )
+    if num_classes < 2:
+        raise DataError(f"CSV {csv}: needs at least 2 classes, found {num_classes}")
+
+    df["path"] = resolve_paths(df["image_path"], csv.parent)
+    gone = df.loc[df["path"] == "", "image_path"]
+    if len(gone):
+        raise DataError(
+            f"CSV {csv}: {len(gone)} image(s) not found relative to {csv.parent} or {Path.cwd()}: {_first(gone)}"
+        )
+    return df.reset_index(drop=True), num_classes
+
+
+def _integer_column(col: pd.Series, name: str, csv: Path) -> pd.Series:
+    num = pd.to_numeric(col, errors="coerce")
+    bad = col.index[num.isna() | (num % 1 != 0)]
+    if len(bad):
+        raise DataError(f"CSV {csv}: column '{name}' must hold integers; bad values {_first(col[bad])}")
+    return num.astype(np.int64)
+
+
+def resolve_paths(raw: pd.Series, csv_dir: Path) -> list[str]:
+    """Absolute path for each entry ('' where the file exists in neither place)."""
+    cwd = Path.cwd()
+    out = []
+    for p in raw.astype(str):
+        p = p.replace("\\", "/")
+        candidates = [Path(p)] if os.path.isabs(p) else [csv_dir / p, cwd / p]
+        found = next((c for c in candidates if c.is_file()), None)
+        out.append(str(found.resolve()) if found else "")
+    return out
+
+
+def split_folds(df: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of every other fold train; rows of `fold` validate. Both must be non-empty."""
+    train, val = df[df["fold"] != fold], df[df["fold"] == fold]
+    folds = sorted(df["fold"].unique().tolist())
+    if val.empty:
+        raise DataError(f"fold {fold} has no rows to validate on; the CSV's folds are {folds}")
+    if train.empty:
+        raise DataError(f"no training rows outside fold {fold}; the CSV's folds are {folds}")
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def resample(df: pd.DataFrame, cap: int = 500, floor: int = 50, seed: int = 1) -> pd.DataFrame:
+    """The notebook's per-class loop: classes in order of first appearance; >= cap rows are
+    sampled down to cap without replacement, < floor rows up to floor with replacement, the rest
+    kept whole. cap=0 / floor=0 switch either side off."""
+    if cap and floor and cap < floor:
+        raise ValueError(f"cap ({cap}) must be >= floor ({floor})")
+    parts = []
+    for label in df["label"].unique().tolist():
+        part = df[df["label"] == label]
+        if cap and len(part) >= cap:
+            part = part.sample(n=cap, replace=False, random_state=seed)
+        elif floor and len(part) < floor:
+            part = part.sample(n=floor, replace=True, random_state=seed)
+        parts.append(part)
+    if not parts:
+        return df.iloc[:0].reset_index(drop=True)
+    return pd.concat(parts, axis=0).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+def decode_image(path: str, img_size: int) -> np.ndarray | None:
+    """One grayscale uint8 image resized as SmallestMaxSize(img_size, INTER_AREA); None if undecodable."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        # spectrograms are grayscale saved as RGB: one channel carries everything
+        if img.shape[2] == 1 or (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 0], img[:, :, 2])):
+            img = img[:, :, 0]
+        else:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    h, w = img.shape
+    scale = img_size / min(h, w)
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+def decode_images(paths: list[str], img_size: int, workers: int | None = None, progress: bool = False) -> np.ndarray:
+    """Decode every image once into one contiguous (N, H, W) uint8 array."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:  # cv2 releases the GIL while decoding
+        it = pool.map(lambda p: decode_image(p, img_size), paths, chunksize=64)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=len(paths), desc="decoding images", leave=False)
+        imgs = list(it)
+    broken = [p for p, im in zip(paths, imgs) if im is None]
+    if broken:
+        raise DataError(f"{len(broken)} image(s) could not be decoded: {_first(broken)}")
+    shapes = {im.shape for im in imgs}
+    if len(shapes) > 1:
+        first = [p for p, im in zip(paths, imgs) if im.shape != imgs[0].shape]
+        raise DataError(
+            f"images differ in size after resizing to {img_size} px ({_first(sorted(shapes))}), e.g. {_first(first)}; "
+            "cut spectrograms into chunks of one duration"
+        )
+    if not imgs:
+        return np.zeros((0, img_size, img_size), np.uint8)
+    return np.stack(imgs)
+
+
+@dataclass
+class DecodedData:
+    """A validated table and all its images decoded once; what a search shares with every trial."""
+
+    table: pd.DataFrame  # path, label, fold, label_name, group; row i is images[i]
+    images: np.ndarray  # (N, H, W) uint8
+    num_classes: int
+    img_size: int
+    csv: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes)
+
+
+def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bool = False) -> DecodedData:
+    table, num_classes = read_table(csv, num_classes)
+    images = decode_images(table["path"].tolist(), img_size, progress=progress)
+    keep = ["path", "image_path", "label", "fold", "label_name", "group"]
+    return DecodedData(table[keep], images, num_classes, img_size, str(Path(csv).resolve()))
+
+
+# ---------------------------------------------------------------------------------------------
+Transform = Callable[..., dict]
+
+
+class TrainDataset(Dataset):
+    """Training samples from decoded images: the notebook's mixup (Beta(alpha, alpha) weight, a
+    partner of another class, probability p, soft targets) then augmentation.
+
+    Randomness is derived from (seed, epoch, index), so a sample is the same whatever the number
+    of DataLoader workers and a resumed run sees exactly what an uninterrupted one would.
+    Returns a (1, H, W) uint8 tensor (scaling to [0, 1] happens on the device) and a float32
+    target of length num_classes summing to 1.
+    """
+
+    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, num_classes: int,
+                 transform=None, mixup_p: float = 1.0, mixup_alpha: float = 0.2, seed: int = 0):
+        self.images, self.index = images, np.asarray(index, np.int64)
+        self.labels = np.asarray(labels, np.int64)
+        self.num_classes, self.transform = num_classes, transform
+        self.mixup_p, self.mixup_alpha, self.seed = mixup_p, mixup_alpha, seed
+        self.epoch = 0
+        self._can_mix = len(np.unique(self.labels)) > 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        img = self.images[self.index[i]]
+        label = self.labels[i]
+        target = np.zeros(self.num_classes, np.float32)
+        if self._can_mix and self.mixup_p > 0 and rng.random() < self.mixup_p:
+            while True:  # the notebook's rejection loop: uniform over rows of another class
+                j = int(rng.integers(len(self.index)))
+                if self.labels[j] != label:
+                    break
+            w = rng.beta(self.mixup_alpha, self.mixup_alpha)
+            img = (img * w + self.images[self.index[j]] * (1 - w)).astype(np.uint8)
+            target[label] += w
+            target[self.labels[j]] += 1 - w
+        else:
+            target[label] = 1.0
+        if self.transform is not None:
+            self.transform.set_random_seed(int(rng.integers(2**31)))
+            img = self.transform(image=img)["image"]
+        return torch.from_numpy(np.ascontiguousarray(img))[None], torch.from_numpy(target)
+
+
+class EvalDataset(Dataset):
+    """Validation samples: (1, H, W) uint8 tensor and the integer label."""
+
+    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, transform=None):
+        self.images, self.index, self.labels, self.transform = images, np.asarray(index), np.asarray(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        img = self.images[self.index[i]]
+        if self.transform is not None:
+            img = self.transform(image=img)["image"]
+        return torch.from_numpy(np.ascontiguousarray(img))[None], int(self.labels[i])

@@ -1,0 +1,279 @@
+"""fit(cfg, report): train and validate per epoch, checkpoint, resume exactly, report metrics."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from core import checkpoint
+from core.config import ConfigError, TrainConfig
+from core.data import DataError, DecodedData, EvalDataset, TrainDataset, load_data, resample, split_folds
+from core.losses import build_loss
+from core.metrics import all_metrics
+from core.model import build_model
+from core.transforms import test_transform, train_transform
+
+Report = Callable[[dict[str, Any], "str | None"], None]
+CHECK_EVERY = 20  # steps between host-side checks of the running loss (a sync on CUDA)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device; use device=auto or cpu")
+    return torch.device(name)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """fp16 autocast on CUDA by default; CPU runs fp32 unless bf16 is asked for."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ConfigError("amp='fp16' needs CUDA; on CPU use amp=bf16 or amp=off")
+    return torch.float16
+
+
+class EpochSampler(Sampler):
+    """Shuffles with a generator seeded by (seed, epoch) and yields (epoch, index) keys, so the
+    order and each sample's randomness depend only on the epoch, in workers too."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else range(self.n)
+        return iter([(self.epoch, i) for i in order])
+
+
+class _EpochKeyed(TrainDataset):
+    def __getitem__(self, key):
+        epoch, i = key
+        self.epoch = epoch
+        return super().__getitem__(i)
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "cosine":
+            span = max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+        return 1.0
+
+    return f
+
+
+def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = False) -> tuple[DecodedData, int]:
+    """Decoded data for cfg (loaded unless given) and the class count to train with."""
+    if data is None:
+        if not cfg.csv:
+            raise DataError("csv is empty; give a CSV path (core.train and search.run fill in the demo data)")
+        data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=progress)
+    if data.img_size != cfg.img_size:
+        raise ConfigError(f"img_size={cfg.img_size} but the shared images were decoded at {data.img_size} px")
+    num_classes = cfg.num_classes or data.num_classes
+    if num_classes < data.num_classes:
+        raise ConfigError(f"num_classes={num_classes} but the CSV has labels up to {data.num_classes - 1}")
+    return data, num_classes
+
+
+def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | None = None,
+        resume_from: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train cfg.epochs epochs (continuing from `resume_from`'s last.pt if given).
+
+    After every epoch, writes best.pt / last.pt / metrics.csv to cfg.out_dir and calls
+    report(metrics, out_dir). A non-finite training loss ends the run with status 'diverged'
+    (reported, not raised). Returns a summary: status, best_cmap, best_epoch, epochs_run, history.
+    """
+    cfg.validate()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.deterministic = cfg.deterministic
+
+    data, num_classes = prepare(cfg, data, progress)
+    table = data.table.assign(idx=np.arange(len(data.table)))
+    train_df, val_df = split_folds(table, cfg.fold)
+    train_df = resample(train_df, cfg.class_cap, cfg.class_floor, cfg.resample_seed)
+
+    train_ds = _EpochKeyed(data.images, train_df["idx"].to_numpy(), train_df["label"].to_numpy(), num_classes,
+                           train_transform(cfg.img_size), cfg.mixup_p, cfg.mixup_alpha, cfg.seed)
+    val_ds = EvalDataset(data.images, val_df["idx"].to_numpy(), val_df["label"].to_numpy(), test_transform(cfg.img_size))
+    sampler = EpochSampler(len(train_ds), cfg.seed)
+    pin = device.type == "cuda"
+    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=pin, persistent_workers=cfg.num_workers > 0)
+    # a last batch of one sample breaks BatchNorm in training mode: drop only that lone sample
+    lone = len(train_ds) % cfg.batch_size == 1
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=lone, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=cfg.eval_batch_size, shuffle=False, **loader_kw)
+
+    model = build_model(cfg.model_name, num_classes, pretrained=cfg.pretrained and not resume_from,
+                        pretrained_file="" if resume_from else cfg.pretrained_file,
+                        drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
+                        grad_checkpointing=cfg.grad_checkpointing,
+                        init_checkpoint="" if resume_from else cfg.init_checkpoint)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    criterion = build_loss(cfg.loss, cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        cfg.lr_schedule, round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    start, best_cmap, best_epoch, history = 1, -1.0, 0, []
+    if resume_from:
+        state = checkpoint.load(Path(resume_from) / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng(state["rng"])
+        start, best_cmap, best_epoch = state["epoch"] + 1, state["best_cmap"], state["best_epoch"]
+        history = list(state["history"])
+        src_best = Path(resume_from) / "best.pt"
+        if src_best.resolve() != (out / "best.pt").resolve() and src_best.is_file():
+            (out / "best.pt").write_bytes(src_best.read_bytes())
+        if history and history[-1].get("status") == "diverged":
+            start = cfg.epochs + 1  # a diverged run stays ended
+
+    status = "diverged" if history and history[-1].get("status") == "diverged" else "ok"
+    for epoch in range(start, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, dtype,
+                                  cfg.grad_accum, memory_format, progress, f"epoch {epoch}/{cfg.epochs}")
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                               "images_per_s": len(train_ds) / seconds}
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            row.update(status=status, val_loss=float("nan"), cmap=0.0, cmap_present=0.0, accuracy=0.0,
+                       mean_recall=0.0, best_cmap=max(best_cmap, 0.0))
+            history.append(row)
+            _write_history(out, history)
+            if report:
+                report(row, None)  # no checkpoint of non-finite weights
+            break
+        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device, dtype, memory_format)
+        row.update(val_loss=val_loss, **all_metrics(probs, labels), status="ok")
+        if row["cmap"] >= best_cmap:  # >= as in the notebook: later ties win
+            best_cmap, best_epoch = row["cmap"], epoch
+            checkpoint.save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch, "metrics": dict(row),
+                                              "config": cfg.to_dict(), "num_classes": num_classes})
+        row["best_cmap"] = best_cmap
+        history.append(row)
+        checkpoint.save(out / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _get_rng(), "epoch": epoch, "best_cmap": best_cmap,
+            "best_epoch": best_epoch, "history": history, "config": cfg.to_dict(), "num_classes": num_classes})
+        _write_history(out, history)
+        if report:
+            report(dict(row), str(out))
+    return {"status": status, "best_cmap": best_cmap, "best_epoch": best_epoch,
+            "epochs_run": len(history), "history": history, "out_dir": str(out)}
+
+
+def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, dtype, grad_accum,
+                 memory_format, progress, desc) -> float:
+    model.train()
+    n = len(loader)
+    total = torch.zeros((), device=device)
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc=desc, leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(it):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        # the last group may be shorter: divide by its real size so every step averages its batches
+        group = grad_accum if (i // grad_accum + 1) * grad_accum <= n else n - (i // grad_accum) * grad_accum
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = criterion(model(x), y)
+        scaler.scale(loss / group).backward()  # backward and stepping stay outside autocast
+        total += loss.detach().float()
+        if (i + 1) % grad_accum == 0 or i + 1 == n:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        if (i + 1) % CHECK_EVERY == 0 or i + 1 == n:
+            mean = total.item() / (i + 1)
+            if not math.isfinite(mean):
+                return float("nan")
+            if progress:
+                it.set_postfix(loss=f"{mean:.4f}")
+    return total.item() / max(1, n)
+
+
+@torch.no_grad()
+def _evaluate(model, loader, criterion, device, dtype, memory_format):
+    model.eval()
+    losses, probs, labels = [], [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        losses.append(criterion(logits.float(), y) * len(y))
+        probs.append(logits.float().softmax(-1))
+        labels.append(y)
+    probs_np = torch.cat(probs).cpu().numpy()
+    labels_np = torch.cat(labels).cpu().numpy()
+    return float(torch.stack(losses).sum().item() / len(labels_np)), probs_np, labels_np
+
+
+def _get_rng() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)

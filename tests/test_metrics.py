@@ -1,0 +1,63 @@
+"""core.metrics: exactly the BirdCLEF 2023 padded cmAP and sklearn's scores."""
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn.metrics
+
+from core.metrics import accuracy, all_metrics, cmap_present, mean_recall, padded_cmap
+
+
+def kaggle_padded_cmap(solution, submission, padding_factor=5):
+    """The competition's reference implementation, verbatim."""
+    solution = solution.drop(["row_id"], axis=1, errors="ignore")
+    submission = submission.drop(["row_id"], axis=1, errors="ignore")
+    new_rows = []
+    for i in range(padding_factor):
+        new_rows.append([1 for i in range(len(solution.columns))])
+    new_rows = pd.DataFrame(new_rows)
+    new_rows.columns = solution.columns
+    padded_solution = pd.concat([solution, new_rows]).reset_index(drop=True).copy()
+    padded_submission = pd.concat([submission, new_rows]).reset_index(drop=True).copy()
+    return sklearn.metrics.average_precision_score(padded_solution.values, padded_submission.values, average="macro")
+
+
+@pytest.fixture
+def preds():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 60)
+    labels[labels == 6] = 0  # class 6 absent from the truth
+    logits = rng.normal(size=(60, 7)) + 2.0 * np.eye(7)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs, labels
+
+
+def test_padded_cmap_equals_the_competition_code(preds):
+    probs, labels = preds
+    cols = [f"c{k}" for k in range(7)]
+    ref = kaggle_padded_cmap(pd.DataFrame(np.eye(7)[labels], columns=cols), pd.DataFrame(probs, columns=cols))
+    assert padded_cmap(probs, labels) == pytest.approx(ref, abs=1e-12)
+    assert 0.3 < ref < 1.0
+
+
+def test_absent_classes_score_one_under_padding_which_cmap_present_excludes(preds):
+    probs, labels = preds
+    present = np.unique(labels)
+    per_class = sklearn.metrics.average_precision_score(np.eye(7)[labels][:, present], probs[:, present], average=None)
+    assert cmap_present(probs, labels) == pytest.approx(per_class.mean(), abs=1e-12)
+    assert padded_cmap(probs, labels) > cmap_present(probs, labels)
+
+
+def test_accuracy_and_macro_recall_against_sklearn(preds):
+    probs, labels = preds
+    assert accuracy(probs, labels) == pytest.approx(sklearn.metrics.accuracy_score(labels, probs.argmax(1)))
+    assert mean_recall(probs, labels) == pytest.approx(
+        sklearn.metrics.recall_score(labels, probs.argmax(1), average="macro", zero_division=0))
+
+
+def test_perfect_predictions_and_shapes():
+    labels = np.array([0, 1, 2, 1])
+    probs = np.eye(3)[labels]
+    m = all_metrics(probs, labels)
+    assert m == {"cmap": 1.0, "cmap_present": 1.0, "accuracy": 1.0, "mean_recall": 1.0}
+    with pytest.raises(ValueError, match="expected probs"):
+        padded_cmap(probs[:2], labels)
