@@ -35,5 +35,5 @@ def tiny_cfg(tiny_root, tmp_path):
     from core import demo
     from core.config import TrainConfig
 
-    return TrainConfig(**demo.demo_overrides("tiny"), epochs=2, batch_size=16, lr=3e-3,
-                       out_dir=str(tmp_path / "run"))
+    return TrainConfig(**{**demo.demo_overrides("tiny"), "epochs": 2, "batch_size": 16, "lr": 3e-3,
+                          "out_dir": str(tmp_path / "run")})
