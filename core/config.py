@@ -20,6 +20,7 @@ CHOICES = {
     "loss": ("ce", "soft_ce", "focal_cosine", "bi_tempered"),
     "amp": ("auto", "fp16", "bf16", "off"),
     "device": ("auto", "cpu", "cuda"),
+    "augment": ("batch", "albumentations"),
 }
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     label_smoothing: float = 0.25
     mixup_p: float = 1.0  # probability that a training sample is mixed with one of another class
     mixup_alpha: float = 0.2  # mixup weight ~ Beta(alpha, alpha)
+    augment: str = "batch"  # 'batch': the pipeline on whole batches on the device; 'albumentations': per sample
     # --- runtime --------------------------------------------------------------------------
     device: str = "auto"  # 'auto' (cuda if available) | 'cpu' | 'cuda'
     amp: str = "auto"  # 'auto' (fp16 on CUDA, fp32 on CPU) | 'fp16' | 'bf16' | 'off'

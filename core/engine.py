@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from core import checkpoint
+from core.augment import BatchAugment, mixup_batch
 from core.config import ConfigError, TrainConfig
 from core.data import DataError, DecodedData, EvalDataset, TrainDataset, load_data, resample, split_folds
 from core.losses import build_loss
@@ -75,6 +76,52 @@ class _EpochKeyed(TrainDataset):
         return super().__getitem__(i)
 
 
+class BatchTrainSet(torch.utils.data.Dataset):
+    """Whole training batches, mixed up but not yet augmented, keyed by (epoch, batch number):
+    one fancy-indexing gather per batch instead of one Python call per sample. The order and the
+    mixup draws depend only on (seed, epoch, batch), in DataLoader workers too."""
+
+    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, num_classes: int,
+                 batch_size: int, mixup_p: float, mixup_alpha: float, seed: int):
+        self.images, self.index, self.labels = images, np.asarray(index, np.int64), np.asarray(labels, np.int64)
+        self.num_classes, self.batch_size = num_classes, batch_size
+        self.mixup_p, self.mixup_alpha, self.seed = mixup_p, mixup_alpha, seed
+        n = len(self.index)
+        self.n_batches = n // batch_size + (n % batch_size > 1)  # a lone last sample would break BatchNorm
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.index), generator=g).numpy())
+        return self._order[1]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, k = key
+        rows = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, k])
+        imgs, target = mixup_batch(self.images, self.index, self.labels, rows, self.num_classes,
+                                   self.mixup_p, self.mixup_alpha, rng)
+        return torch.from_numpy(imgs), torch.from_numpy(target)
+
+
+class BatchKeys(Sampler):
+    def __init__(self, n_batches: int):
+        self.n_batches, self.epoch = n_batches, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        return iter([(self.epoch, k) for k in range(self.n_batches)])
+
+
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -125,15 +172,26 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
     train_df, val_df = split_folds(table, cfg.fold)
     train_df = resample(train_df, cfg.class_cap, cfg.class_floor, cfg.resample_seed)
 
-    train_ds = _EpochKeyed(data.images, train_df["idx"].to_numpy(), train_df["label"].to_numpy(), num_classes,
-                           train_transform(cfg.img_size), cfg.mixup_p, cfg.mixup_alpha, cfg.seed)
-    val_ds = EvalDataset(data.images, val_df["idx"].to_numpy(), val_df["label"].to_numpy(), test_transform(cfg.img_size))
-    sampler = EpochSampler(len(train_ds), cfg.seed)
+    index, labels = train_df["idx"].to_numpy(), train_df["label"].to_numpy()
     pin = device.type == "cuda"
     loader_kw = dict(num_workers=cfg.num_workers, pin_memory=pin, persistent_workers=cfg.num_workers > 0)
-    # a last batch of one sample breaks BatchNorm in training mode: drop only that lone sample
-    lone = len(train_ds) % cfg.batch_size == 1
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=lone, **loader_kw)
+    if cfg.augment == "batch":
+        train_set = BatchTrainSet(data.images, index, labels, num_classes, cfg.batch_size, cfg.mixup_p,
+                                  cfg.mixup_alpha, cfg.seed)
+        sampler = BatchKeys(len(train_set))
+        train_loader = DataLoader(train_set, batch_size=None, sampler=sampler, **loader_kw)
+        n_train = min(len(index), len(train_set) * cfg.batch_size)
+        augmenter = BatchAugment()
+    else:
+        train_ds = _EpochKeyed(data.images, index, labels, num_classes, train_transform(cfg.img_size),
+                               cfg.mixup_p, cfg.mixup_alpha, cfg.seed)
+        sampler = EpochSampler(len(train_ds), cfg.seed)
+        # a last batch of one sample breaks BatchNorm in training mode: drop only that lone sample
+        lone = len(train_ds) % cfg.batch_size == 1
+        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=lone, **loader_kw)
+        n_train = len(train_ds) - lone
+        augmenter = None
+    val_ds = EvalDataset(data.images, val_df["idx"].to_numpy(), val_df["label"].to_numpy(), test_transform(cfg.img_size))
     val_loader = DataLoader(val_ds, batch_size=cfg.eval_batch_size, shuffle=False, **loader_kw)
 
     model = build_model(cfg.model_name, num_classes, pretrained=cfg.pretrained and not resume_from,
@@ -170,11 +228,15 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
     for epoch in range(start, cfg.epochs + 1):
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
+        aug = None
+        if augmenter is not None:
+            gen = torch.Generator(device=device)
+            aug = lambda x, step: augmenter(x, gen.manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + step))  # noqa: E731
         train_loss = _train_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, dtype,
-                                  cfg.grad_accum, memory_format, progress, f"epoch {epoch}/{cfg.epochs}")
+                                  cfg.grad_accum, memory_format, progress, f"epoch {epoch}/{cfg.epochs}", aug)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                               "images_per_s": len(train_ds) / seconds}
+                               "images_per_s": n_train / seconds}
         if not math.isfinite(train_loss):
             status = "diverged"
             row.update(status=status, val_loss=float("nan"), cmap=0.0, cmap_present=0.0, accuracy=0.0,
@@ -204,7 +266,7 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
 
 
 def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, dtype, grad_accum,
-                 memory_format, progress, desc) -> float:
+                 memory_format, progress, desc, augment=None) -> float:
     model.train()
     n = len(loader)
     total = torch.zeros((), device=device)
@@ -215,7 +277,10 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
         it = tqdm(loader, desc=desc, leave=False)
     optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(it):
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        x = x.to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x, i)
+        x = x.contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         # the last group may be shorter: divide by its real size so every step averages its batches
         group = grad_accum if (i // grad_accum + 1) * grad_accum <= n else n - (i // grad_accum) * grad_accum

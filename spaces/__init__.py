@@ -1,0 +1,19 @@
+"""Search spaces by name: `spaces.SPACES[name]` or `spaces.get(name)`. Knows nothing of Ray."""
+from spaces import finetune, scratch, smoke
+from spaces.base import METRIC, MODE, TIME_ATTR, Space
+
+SPACES: dict[str, Space] = {s.SPACE.name: s.SPACE for s in (finetune, scratch, smoke)}
+
+
+class UnknownSpace(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def get(name: str) -> Space:
+    if name not in SPACES:
+        raise UnknownSpace(f"unknown space '{name}'; valid spaces: {', '.join(SPACES)}")
+    return SPACES[name]
+
+
+__all__ = ["SPACES", "Space", "get", "METRIC", "MODE", "TIME_ATTR", "UnknownSpace"]

@@ -1,0 +1,148 @@
+"""`python -m search.export results/<name>`: trials.parquet/csv and best/{config.yaml,model.pt} from an experiment."""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from search import storage
+
+META_FILE = "search.yaml"  # written by search.run before the first trial: space, base config, max_t
+STATUSES = ("completed", "stopped_early", "errored", "diverged", "unfinished")
+
+
+class ExportError(ValueError):
+    pass
+
+
+def read_meta(exp: str) -> dict[str, Any]:
+    text = storage.read_text(storage.join(exp, META_FILE))
+    if text is None:
+        raise ExportError(f"{exp} is not a birdtune experiment (no {META_FILE})")
+    return yaml.safe_load(text)
+
+
+def trial_table(exp: str, meta: dict[str, Any] | None = None):
+    """One row per trial (in launch order) and the ExperimentAnalysis it came from."""
+    from ray.tune import ExperimentAnalysis
+
+    meta = meta or read_meta(exp)
+    metric, max_t = meta["metric"], meta["max_t"]
+    try:
+        analysis = ExperimentAnalysis(exp, default_metric=metric, default_mode=meta["mode"])
+    except ValueError:
+        return pd.DataFrame(columns=["trial_id", "trial_index", "status"]), None  # no trial started yet
+    rows = []
+    for trial in analysis.trials:
+        df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
+        # Ray's experiment tag starts with the trial's creation counter (1-based): '3_lr=...'
+        tag = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+        row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_index": int(tag) - 1 if tag.isdigit() else len(rows)}
+        row.update({k: trial.config.get(k) for k in meta["searched"]})
+        has = not df.empty and metric in df
+        epochs = int(df["epoch"].max()) if has else 0
+        diverged = has and (df.get("status") == "diverged").any()
+        row.update(best_cmap=float(df[metric].max()) if has else float("nan"),
+                   last_cmap=float(df[metric].iloc[-1]) if has else float("nan"),
+                   best_epoch=int(df.loc[df[metric].idxmax(), "epoch"]) if has else 0,
+                   epochs=epochs, wall_s=float(df["time_total_s"].iloc[-1]) if has else 0.0)
+        if trial.status == "ERROR":
+            status = "errored"
+        elif diverged:
+            status = "diverged"
+        elif trial.status == "TERMINATED":
+            status = "completed" if epochs >= max_t else "stopped_early"
+        else:
+            status = "unfinished"
+        row["status"] = status
+        row["error"] = _error_text(trial) if status == "errored" else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.sort_values("trial_index").reset_index(drop=True)
+    return table, analysis
+
+
+def _error_text(trial) -> str:
+    """The last line of the trial's recorded traceback (the exception and its message)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file lives on a node or URI we cannot read
+        text = ""
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "error (no message recorded)"
+
+
+def export(exp: str, quiet: bool = False) -> pd.DataFrame:
+    """Write trials.parquet, trials.csv and best/ for experiment folder or URI `exp`."""
+    meta = read_meta(exp)
+    table, analysis = trial_table(exp, meta)
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(exp, "trials.parquet"), buf.getvalue())
+    storage.write_text(storage.join(exp, "trials.csv"), table.to_csv(index=False))
+    ok = table[table["status"].isin(["completed", "stopped_early", "unfinished"])] if not table.empty else table
+    ok = ok[ok["best_cmap"].notna()] if not ok.empty else ok
+    if ok.empty:
+        if not quiet:
+            print(f"no trial has a result yet; wrote {storage.join(exp, 'trials.csv')}")
+        return table
+    best = ok.loc[ok["best_cmap"].idxmax()]
+    trial = next(t for t in analysis.trials if t.trial_id == best["trial_id"])
+    cfg = {**meta["base"], **{k: trial.config[k] for k in meta["searched"] if k in trial.config}}
+    cfg["out_dir"] = str(Path("results") / f"retrain-{best['trial_id']}") if "://" in exp else \
+        os.path.join(exp, "best", "retrain")
+    best_meta = {"trial_id": best["trial_id"], "best_cmap": float(best["best_cmap"]),
+                 "best_epoch": int(best["best_epoch"]), "status": best["status"]}
+    text = "# " + yaml.safe_dump(best_meta, sort_keys=False).replace("\n", "\n# ").rstrip("# ") + \
+        yaml.safe_dump(cfg, sort_keys=False)
+    storage.write_text(storage.join(exp, "best", "config.yaml"), text)
+    ckpt = analysis.get_last_checkpoint(trial)
+    if ckpt is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = ckpt.to_directory(tmp)
+            best_pt = Path(local) / "best.pt"
+            if best_pt.is_file():
+                from core import checkpoint
+
+                state = checkpoint.load(best_pt)
+                keep = {k: state[k] for k in ("model", "epoch", "metrics", "config", "num_classes") if k in state}
+                out = Path(tmp) / "model.pt"
+                checkpoint.save(out, keep)
+                storage.write_bytes(storage.join(exp, "best", "model.pt"), out.read_bytes())
+    return table
+
+
+def format_table(table: pd.DataFrame, searched: list[str], limit: int = 40) -> str:
+    if table.empty:
+        return "(no trials)"
+    cols = ["trial_index", "status", "epochs", "best_cmap"] + searched + ["wall_s"]
+    shown = table.sort_values("best_cmap", ascending=False, na_position="last").head(limit)[cols]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__)
+    p.add_argument("experiment", help="experiment folder or URI, e.g. results/finetune-20261125-1500")
+    args = p.parse_args(argv)
+    exp = storage.normalize(args.experiment)
+    try:
+        meta = read_meta(exp)
+        table = export(exp)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(table, meta["searched"]))
+    print(f"wrote trials.parquet, trials.csv and best/ under {exp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

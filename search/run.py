@@ -1,0 +1,315 @@
+"""`python -m search.run`: Ray Tune + Optuna TPE + ASHA over a search space; the best config exported."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import spaces
+from core.checkpoint import CheckpointError
+from core.config import ConfigError, TrainConfig, parse_set
+from core.data import DataError, DecodedData
+from core.model import ModelError
+from search import storage
+from search.export import META_FILE, export, format_table
+
+EXAMPLES = """examples:
+  python -m search.run                                  # finetune space on the built-in demo data (CPU ok)
+  python -m search.run --space smoke                    # seconds: check a set-up
+  python -m search.run --csv Data/train.csv --set init_checkpoint=base.pt --gpus-per-trial 0.25
+  python -m search.run --space scratch --csv Data/train.csv --set model_name=tf_efficientnet_b0.ns_jft_in1k
+  python -m search.run --address auto --storage-path s3://bucket/birdtune   # an existing Ray cluster
+  python -m search.run --name finetune-20261125-101500 --resume            # continue after a crash
+  python -m search.export results/finetune-20261125-101500                 # rewrite the outputs
+"""
+
+
+class UsageError(ValueError):
+    """A bad command line; reported as one line with exit code 2 before Ray starts."""
+
+
+USER_ERRORS = (UsageError, ConfigError, DataError, ModelError, CheckpointError, spaces.UnknownSpace)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="finetune", help=f"search space: {', '.join(spaces.SPACES)} (default finetune)")
+    p.add_argument("--csv", default="", help="notebook-format CSV (default: the built-in demo data)")
+    p.add_argument("--num-samples", type=int, help="number of trials (default: the space's)")
+    p.add_argument("--epochs", type=int, help="epochs per trial = ASHA max_t (default: the space's)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 1, 0.5 or 0.25 (packs trials on a GPU)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="whole CPUs per trial (default 1)")
+    p.add_argument("--concurrency", type=int, help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--name", help="experiment name (default <space>-<date>-<time>)")
+    p.add_argument("--storage-path", default="./results", help="folder or URI (s3://, gs://, file://, NFS path)")
+    p.add_argument("--address", help="existing Ray cluster: auto, host:port or ray://host:port")
+    p.add_argument("--resume", action="store_true", help="continue the experiment --name with Tuner.restore")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler and of every trial")
+    p.add_argument("--time-budget", type=float, help="seconds; past it no trial starts and the search ends")
+    p.add_argument("--no-dashboard", action="store_true", help="start the local Ray cluster without its dashboard")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base TrainConfig field")
+    p.add_argument("--verbose", action="store_true", help="Ray's full trial tables and logs")
+    return p.parse_args(argv)
+
+
+@dataclass
+class Plan:
+    args: argparse.Namespace
+    space: spaces.Space
+    base: dict[str, Any]
+    searched: list[str]
+    data: DecodedData
+    exp: str  # experiment folder or URI
+    storage_path: str
+    name: str
+    num_samples: int
+    epochs: int
+    meta: dict[str, Any]
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """Everything that can be wrong with the input, checked before Ray starts."""
+    if args.cpus_per_trial < 1 or not float(args.cpus_per_trial).is_integer():
+        raise UsageError(f"--cpus-per-trial must be a whole number >= 1, got {args.cpus_per_trial}")
+    if args.gpus_per_trial < 0 or (args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer()):
+        raise UsageError(f"--gpus-per-trial must be >= 0 (a fraction up to 1 or a whole number), got {args.gpus_per_trial}")
+    for flag in ("num_samples", "epochs", "concurrency"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    storage_path = storage.normalize(args.storage_path)
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name of the experiment to continue")
+        return _prepare_resume(args, storage_path)
+    if args.address:
+        _probe_address(args.address)
+    space = spaces.get(args.space)
+    on_demo = not args.csv
+    if on_demo:
+        space = space.on_demo()
+    sets = parse_set(args.set)
+    searched = space.searched()
+    clash = sorted(set(sets) & set(searched))
+    if clash:
+        raise UsageError(f"--set {clash[0]} fixes a value the '{space.name}' space searches; drop it or use another space")
+    epochs = args.epochs or space.epochs
+    base: dict[str, Any] = {}
+    if on_demo:
+        from core import demo
+
+        base.update(demo.demo_overrides(space.demo_size))
+        if space.init_from_demo_base:
+            base["init_checkpoint"] = str(demo.ensure_base_checkpoint(space.demo_size, verbose=True))
+    else:
+        if not Path(args.csv).is_file():
+            raise DataError(f"CSV not found: {args.csv}")
+        base["csv"] = str(Path(args.csv).resolve())
+    base.update(space.base)
+    base.update(sets)
+    base.update(epochs=epochs, seed=args.seed, device="cuda" if args.gpus_per_trial > 0 else "cpu")
+    for k in ("init_checkpoint", "pretrained_file"):
+        if base.get(k):
+            base[k] = str(Path(base[k]).resolve())
+    cfg = TrainConfig.from_dict(base)
+    for point in space.points:
+        TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
+    _check_model(cfg)
+    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    exp = storage.join(storage_path, name)
+    problem = storage.check_writable(storage_path)
+    if problem:
+        raise UsageError(f"--storage-path {args.storage_path} is not writable ({problem}); pick another folder")
+    if storage.exists(exp):
+        raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
+    data = _load(cfg)
+    meta = dict(space=space.name, metric=spaces.METRIC, mode=spaces.MODE, time_attr=spaces.TIME_ATTR, max_t=epochs,
+                grace_period=space.grace_period, reduction_factor=space.reduction_factor,
+                num_samples=args.num_samples or space.num_samples, searched=searched, points=space.points,
+                seed=args.seed, cpus_per_trial=int(args.cpus_per_trial), gpus_per_trial=args.gpus_per_trial,
+                base=cfg.to_dict(), created=datetime.now().isoformat(timespec="seconds"))
+    return Plan(args, space, cfg.to_dict(), searched, data, exp, storage_path, name, meta["num_samples"], epochs, meta)
+
+
+def _prepare_resume(args, storage_path: str) -> Plan:
+    exp = storage.join(storage_path, args.name)
+    text = storage.read_text(storage.join(exp, META_FILE))
+    if text is None:
+        raise UsageError(f"no birdtune experiment '{args.name}' in {storage_path} to resume")
+    if args.address:
+        _probe_address(args.address)
+    meta = yaml.safe_load(text)
+    cfg = TrainConfig.from_dict(meta["base"])
+    return Plan(args, spaces.get(meta["space"]), cfg.to_dict(), meta["searched"], _load(cfg), exp, storage_path,
+                args.name, meta["num_samples"], meta["max_t"], meta)
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    from core.model import build_model
+
+    if cfg.init_checkpoint or not cfg.pretrained:  # weights from disk or none: build it for real
+        build_model(cfg.model_name, max(2, cfg.num_classes or 2), pretrained=False,
+                    init_checkpoint=cfg.init_checkpoint)
+    else:
+        import timm
+
+        if not timm.is_model(cfg.model_name):
+            raise ModelError(f"unknown timm model '{cfg.model_name}'")
+
+
+def _load(cfg: TrainConfig) -> DecodedData:
+    from core.data import load_data, split_folds
+
+    t0 = time.perf_counter()
+    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True)
+    split_folds(data.table, cfg.fold)
+    print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) decoded once into "
+          f"{data.nbytes / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; shared with every trial")
+    return data
+
+
+def _probe_address(address: str) -> None:
+    if address == "auto":
+        return  # ray.init finds (or fails to find) the local cluster without waiting
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address must be auto, host:port or ray://host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with `ray start --head`") from None
+
+
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def start_ray(plan: Plan) -> None:
+    args = plan.args
+    if args.address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # Ray turns token auth on by itself only for clusters it starts; a driver joining an existing
+        # cluster must opt in, before `import ray` reads its config. As Ray does locally: a token at
+        # hand means token mode.
+        os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected
+        return
+    kw: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=args.verbose)
+    if args.address:
+        try:
+            ctx = ray.init(address=args.address, **kw)
+        except Exception as e:  # auth, version mismatch, cluster gone since the probe
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if "token" in str(e).lower():
+                reason = ("the cluster requires token authentication and this machine has no matching token; "
+                          "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN")
+            raise UsageError(f"cannot connect to the Ray cluster at {args.address}: {reason[:300]}") from None
+    else:
+        ctx = ray.init(include_dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, **kw)
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        print(f"birdtune: Ray dashboard at http://{url}  (trials show as actors with logs; sign in with the "
+              f"token printed by `ray get-auth-token`)", flush=True)
+
+
+def build_tuner(plan: Plan):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.progress import TrialLines
+    from search.trainable import train_trial
+
+    meta, args = plan.meta, plan.args
+    cpus, gpus = meta["cpus_per_trial"], meta["gpus_per_trial"]
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=plan.data, base=plan.base, cpus=cpus),
+                                    {"cpu": cpus, "gpu": gpus})
+    if args.resume:
+        return tune.Tuner.restore(plan.exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    import ray
+
+    total = ray.cluster_resources()
+    concurrency = args.concurrency or max(1, int(total.get("CPU", 1) // cpus))
+    if gpus:
+        concurrency = min(concurrency, max(1, int(total.get("GPU", 0) / gpus + 1e-9)))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(space=plan.space.define, metric=spaces.METRIC, mode=spaces.MODE,
+                            points_to_evaluate=[dict(p) for p in plan.space.points],
+                            sampler=optuna.samplers.TPESampler(seed=args.seed, multivariate=True))
+    scheduler = ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE,
+                              max_t=plan.epochs, grace_period=meta["grace_period"],
+                              reduction_factor=meta["reduction_factor"])
+    print(f"birdtune: space '{plan.space.name}': {plan.num_samples} trials of up to {plan.epochs} epochs, "
+          f"{concurrency} at a time ({cpus} CPU, {gpus} GPU each); searching {', '.join(plan.searched)}", flush=True)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
+                                    max_concurrent_trials=concurrency, time_budget_s=args.time_budget),
+        run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage_path,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=2),
+                                  verbose=2 if args.verbose else 0,
+                                  callbacks=[] if args.verbose else [TrialLines(plan.epochs, plan.num_samples)]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    try:
+        plan = prepare(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # with num_to_keep=1 every checkpoint forces a state snapshot; Ray warns about that each time
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        start_ray(plan)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.resume:
+        storage.write_text(storage.join(plan.exp, META_FILE), yaml.safe_dump(plan.meta, sort_keys=False))
+    tuner = build_tuner(plan)
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    table = export(plan.exp, quiet=True)
+    print()
+    print(format_table(table, plan.searched))
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    epochs = int(table["epochs"].sum()) if not table.empty else 0
+    print(f"\n{len(table)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}); {epochs} trial-epochs "
+          f"of at most {len(table) * plan.epochs}; {time.time() - t0:.0f} s")
+    best_cfg = storage.join(plan.exp, "best", "config.yaml")
+    if storage.exists(best_cfg):
+        best = table.loc[table["best_cmap"].idxmax()]
+        print(f"best: trial {best['trial_index']} cmap {best['best_cmap']:.4f} with "
+              + ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in plan.searched))
+        print(f"exported: {best_cfg} (retrain: python -m core.train --config {best_cfg}), "
+              f"{storage.join(plan.exp, 'best', 'model.pt')}, trials.parquet, trials.csv")
+    if interrupted or counts.get("unfinished"):
+        print(f"interrupted: continue with  python -m search.run --name {plan.name} --resume"
+              + (f" --storage-path {args.storage_path}" if args.storage_path != "./results" else ""))
+        return 130 if interrupted else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

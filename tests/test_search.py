@@ -1,0 +1,146 @@
+"""End-to-end searches with `python -m search.run` on the smoke space (Ray on this machine's CPUs)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+import spaces
+from core import checkpoint
+from core.config import TrainConfig
+from search.export import STATUSES
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def search(*args, timeout=400):
+    return subprocess.run([sys.executable, "-m", "search.run", "--space", "smoke", "--no-dashboard", *args],
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    store = tmp_path_factory.mktemp("results")
+    r = search("--storage-path", str(store), "--name", "e2e", "--seed", "0")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return store / "e2e", r
+
+
+def test_smoke_search_outputs(finished):
+    exp, r = finished
+    space = spaces.get("smoke")
+    table = pd.read_parquet(exp / "trials.parquet")
+    assert len(table) == space.num_samples == len(pd.read_csv(exp / "trials.csv"))
+    assert set(table["status"]) <= set(STATUSES) and "errored" not in set(table["status"])
+    assert table["trial_index"].tolist() == list(range(space.num_samples))
+    # the warm-start point (the space's first point) was the first trial
+    first = table.iloc[0]
+    assert {k: first[k] for k in space.points[0]} == pytest.approx(space.points[0])
+    # ASHA stopped at least one trial: fewer epochs than trials x max_t
+    assert table["epochs"].sum() < len(table) * space.epochs
+    assert (table["status"] == "stopped_early").any()
+    assert (table.loc[table.status == "completed", "epochs"] == space.epochs).all()
+    assert "trials (" in r.stdout and "best: trial" in r.stdout
+
+
+def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
+    exp, _ = finished
+    table = pd.read_parquet(exp / "trials.parquet")
+    best = table.loc[table.best_cmap.idxmax()]
+    cfg = TrainConfig.load(exp / "best" / "config.yaml")
+    assert cfg.lr == pytest.approx(best["lr"]) and cfg.drop_rate == pytest.approx(best["drop_rate"])
+    assert cfg.epochs == spaces.get("smoke").epochs and cfg.model_name == "test_efficientnet"
+    head = (exp / "best" / "config.yaml").read_text().splitlines()[0]
+    assert head == f"# trial_id: {best['trial_id']}"
+    model = checkpoint.load(exp / "best" / "model.pt")
+    assert model["metrics"]["cmap"] == pytest.approx(best["best_cmap"]) and model["epoch"] == best["best_epoch"]
+    r = subprocess.run([sys.executable, "-m", "core.train", "--config", str(exp / "best" / "config.yaml"),
+                        "--set", "epochs=1", "--set", f"out_dir={tmp_path}", "--quiet"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 1
+    # Ray's own reader understands the folder
+    from ray.tune import ExperimentAnalysis
+
+    assert len(ExperimentAnalysis(str(exp)).trials) == len(table)
+
+
+def test_resume_of_a_finished_experiment_changes_nothing(finished):
+    exp, _ = finished
+    before = pd.read_parquet(exp / "trials.parquet")
+    r = search("--storage-path", str(exp.parent), "--name", "e2e", "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_parquet(exp / "trials.parquet"), before)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--space", "nope"], "unknown space 'nope'; valid spaces: finetune, scratch, smoke"),
+    (["--csv", "missing.csv"], "CSV not found: missing.csv"),
+    (["--set", "bogus=1"], "unknown config key 'bogus'"),
+    (["--set", "epochs=many"], "epochs must be int"),
+    (["--set", "lr=0.1"], "--set lr fixes a value the 'smoke' space searches"),
+    (["--cpus-per-trial", "0.5"], "--cpus-per-trial must be a whole number"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
+    (["--storage-path", "{file}/sub"], "is not writable"),
+    (["--address", "127.0.0.1:{port}"], "cannot reach a Ray cluster at 127.0.0.1:"),
+    (["--resume", "--name", "ghost"], "no birdtune experiment 'ghost'"),
+])
+def test_bad_input_fails_before_ray_with_one_line(args, message, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    args = [a.format(file=tmp_path / "file", port=port) for a in args]
+    store = tmp_path / "store"
+    t0 = time.time()
+    r = search("--storage-path", str(store), *args, timeout=120) if "--storage-path" not in args else search(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "Ray" not in r.stdout
+    assert not store.exists() or not any(store.iterdir())  # nothing written
+
+
+def test_existing_experiment_is_not_overwritten(finished):
+    exp, _ = finished
+    r = search("--storage-path", str(exp.parent), "--name", "e2e")
+    assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
+
+
+def test_search_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    short_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, activated or not
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={short_tmp}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(2)
+        uri = f"file://{tmp_path / 'store'}"
+        r = search("--address", f"127.0.0.1:{port}", "--storage-path", uri, "--name", "remote",
+                   "--num-samples", "3")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        table = pd.read_csv(tmp_path / "store" / "remote" / "trials.csv")
+        assert len(table) == 3 and (tmp_path / "store" / "remote" / "best" / "model.pt").is_file()
+        meta = yaml.safe_load((tmp_path / "store" / "remote" / "search.yaml").read_text())
+        assert meta["space"] == "smoke" and meta["max_t"] == 3
+    finally:
+        head.terminate()
+        head.wait(timeout=90)
+        shutil.rmtree(short_tmp, ignore_errors=True)
