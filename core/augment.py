@@ -78,25 +78,31 @@ class BatchAugment:
     @staticmethod
     def brightness_contrast(y: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         # albucore's uint8 LUT: clip(i * alpha + beta * 255, 0, 255).astype(uint8) (truncation)
-        return (y * alpha[:, None, None, None] + beta[:, None, None, None]).clamp_(0, 255).floor_()
+        return y.mul(alpha[:, None, None, None]).add_(beta[:, None, None, None]).clamp_(0, 255).floor_()
 
     def noise(self, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b = len(y)
         on = torch.rand(b, generator=g, device=g.device) < self.p_noise
         sigma = self._uniform(b, *self.noise_std, g, g.device) * 255.0
-        if not bool(on.any()):
+        idx = on.nonzero().squeeze(1)
+        if len(idx) == 0:
             return y
-        noise = torch.randn(y.shape, generator=g, device=g.device) * (sigma * on)[:, None, None, None]
-        return (y + noise).clamp_(0, 255).floor_()  # cv2.add in float32, then clip and astype(uint8)
+        noise = torch.randn((len(idx), *y.shape[1:]), generator=g, device=g.device)
+        noisy = noise.mul_(sigma[idx, None, None, None]).add_(y[idx])
+        y[idx] = noisy.clamp_(0, 255).floor_()  # cv2.add in float32, then clip and astype(uint8)
+        return y
 
     @staticmethod
     def dropout(y: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
         _, _, h, w = y.shape
-        rows = torch.arange(h, device=y.device)[None, None, :, None]
-        cols = torch.arange(w, device=y.device)[None, None, None, :]
-        x0, y0, x1, y1 = (holes[..., i][..., None, None] for i in range(4))
-        inside = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)).any(1, keepdim=True)
-        return y.masked_fill(inside, 0.0)
+        rows = torch.arange(h, device=y.device)[None, None, :]
+        cols = torch.arange(w, device=y.device)[None, None, :]
+        x0, y0, x1, y1 = (holes[..., i][..., None] for i in range(4))
+        in_rows = ((rows >= y0) & (rows < y1)).float()  # (B, K, H)
+        in_cols = ((cols >= x0) & (cols < x1)).float()  # (B, K, W)
+        # pixel (r, c) is in hole k iff row r and column c both are: a batched outer product
+        inside = torch.bmm(in_rows.transpose(1, 2), in_cols) > 0  # (B, H, W)
+        return y.masked_fill_(inside[:, None], 0.0)
 
     @staticmethod
     def affine(y: torch.Tensor, on: torch.Tensor, s: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:

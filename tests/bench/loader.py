@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from core import demo
 from core.data import TrainDataset, load_data, read_table
-from core.engine import EpochSampler, _EpochKeyed
+from core.augment import BatchAugment
+from core.engine import BatchKeys, BatchTrainSet, EpochSampler, _EpochKeyed
 from core.transforms import train_transform
 
 
@@ -72,10 +73,13 @@ def notebook_transform(img_size):
     return A.Compose(list(train_transform(img_size).transforms) + [ToTensorV2(p=1.0)])
 
 
-def images_per_s(loader, items: int, to_float: bool) -> float:
+def images_per_s(loader, items: int, to_float: bool, augment=None) -> float:
     n, t0 = 0, time.perf_counter()
-    for batch in loader:
+    g = torch.Generator()
+    for step, batch in enumerate(loader):
         x = batch["image"] if isinstance(batch, dict) else batch[0]
+        if augment is not None:  # on the training device; here the CPU
+            x = augment(x, g.manual_seed(step))
         if to_float:
             x = x.float().div_(255)  # ours scales on the device; on the CPU it is this
         n += len(x)
@@ -107,23 +111,30 @@ def main() -> None:
                          train_transform(ov["img_size"]), mixup_p=1.0, mixup_alpha=0.2, seed=0)
         return DataLoader(ds, batch_size=64, sampler=EpochSampler(len(ds), 0), num_workers=workers)
 
+    def batched(workers):
+        ds = BatchTrainSet(data.images, np.arange(len(df)), df["label"].to_numpy(), c, 64, 1.0, 0.2, 0)
+        return DataLoader(ds, batch_size=None, sampler=BatchKeys(len(ds)), num_workers=workers)
+
     def notebook(workers):
         ds = NotebookDataset(df, notebook_transform(ov["img_size"]), mixup=True, num_classes=c)
         return DataLoader(ds, batch_size=64, shuffle=True, num_workers=workers)
 
     rows = []
-    for name, make, to_float in (("notebook Dataset", notebook, False), ("birdtune", ours, True)):
+    paths = (("notebook Dataset", notebook, None), ("birdtune per-sample", ours, None),
+             ("birdtune batch", batched, BatchAugment()))
+    for name, make, augment in paths:
         for workers in (0, args.workers):
-            rate = images_per_s(make(workers), args.items, to_float)
+            rate = images_per_s(make(workers), args.items, name != "notebook Dataset", augment)
             rows.append((name, workers, rate))
     base = {w: r for n, w, r in rows if n == "notebook Dataset"}
     print(f"demo '{args.size}': {len(df)} images of {data.images.shape[1]}x{data.images.shape[2]}, "
           f"{args.items} training samples per row, mixup on every sample, torch threads {args.threads}")
     print(f"birdtune decodes all images once first: {decode_s:.2f} s ({len(df) / decode_s:.0f} images/s, "
           f"{data.nbytes / 1e6:.1f} MB)")
-    print(f"{'data path':<18}{'workers':>8}{'images/s':>12}{'vs notebook':>13}")
+    print("per-sample = albumentations per sample (augment=albumentations); batch = the default (augment=batch)")
+    print(f"{'data path':<22}{'workers':>8}{'images/s':>12}{'vs notebook':>13}")
     for name, workers, rate in rows:
-        print(f"{name:<18}{workers:>8}{rate:>12.0f}{rate / base[workers]:>12.2f}x")
+        print(f"{name:<22}{workers:>8}{rate:>12.0f}{rate / base[workers]:>12.2f}x")
 
 
 if __name__ == "__main__":
