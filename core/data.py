@@ -160,7 +160,7 @@ def decode_images(paths: list[str], img_size: int, workers: int | None = None, p
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(it, total=len(paths), desc="decoding images", leave=False)
+            it = tqdm(it, total=len(paths), desc="decoding images", leave=False, disable=None)  # terminals only
         imgs = list(it)
     broken = [p for p, im in zip(paths, imgs) if im is None]
     if broken:
@@ -247,7 +247,7 @@ class TrainDataset(Dataset):
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             img = self.transform(image=img)["image"]
-        return torch.from_numpy(np.ascontiguousarray(img))[None], torch.from_numpy(target)
+        return torch.from_numpy(_writable(img))[None], torch.from_numpy(target)
 
 
 class EvalDataset(Dataset):
@@ -263,4 +263,9 @@ class EvalDataset(Dataset):
         img = self.images[self.index[i]]
         if self.transform is not None:
             img = self.transform(image=img)["image"]
-        return torch.from_numpy(np.ascontiguousarray(img))[None], int(self.labels[i])
+        return torch.from_numpy(_writable(img))[None], int(self.labels[i])
+
+
+def _writable(img: np.ndarray) -> np.ndarray:
+    """Images shared through Ray's object store are read-only views; torch wants its own memory."""
+    return img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C")

@@ -274,7 +274,7 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(loader, desc=desc, leave=False)
+        it = tqdm(loader, desc=desc, leave=False, disable=None)  # terminals only
     optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(it):
         x = x.to(device, non_blocking=True)

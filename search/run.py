@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage-path", default="./results", help="folder or URI (s3://, gs://, file://, NFS path)")
     p.add_argument("--address", help="existing Ray cluster: auto, host:port or ray://host:port")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name with Tuner.restore")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler and of every trial")
     p.add_argument("--time-budget", type=float, help="seconds; past it no trial starts and the search ends")
     p.add_argument("--no-dashboard", action="store_true", help="start the local Ray cluster without its dashboard")
@@ -87,6 +88,13 @@ def prepare(args: argparse.Namespace) -> Plan:
     for flag in ("num_samples", "epochs", "concurrency"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.max_failures < 0:
+        raise UsageError("--max-failures must be >= 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError("--time-budget must be > 0 seconds")
+    _check_dashboard_host(args)
+    if not args.address:  # a local cluster: what this machine has (a remote one is checked on connecting)
+        _check_resources(args, os.cpu_count() or 1, _local_gpus())
     storage_path = storage.normalize(args.storage_path)
     if args.resume:
         if not args.name:
@@ -99,6 +107,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     if on_demo:
         space = space.on_demo()
     sets = parse_set(args.set)
+    TrainConfig.from_dict(sets)  # a bad value is reported as such before anything else
     searched = space.searched()
     clash = sorted(set(sets) & set(searched))
     if clash:
@@ -134,7 +143,7 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
     data = _load(cfg)
     meta = dict(space=space.name, metric=spaces.METRIC, mode=spaces.MODE, time_attr=spaces.TIME_ATTR, max_t=epochs,
-                grace_period=space.grace_period, reduction_factor=space.reduction_factor,
+                grace_period=min(space.grace_period, epochs), reduction_factor=space.reduction_factor,
                 num_samples=args.num_samples or space.num_samples, searched=searched, points=space.points,
                 seed=args.seed, cpus_per_trial=int(args.cpus_per_trial), gpus_per_trial=args.gpus_per_trial,
                 base=cfg.to_dict(), created=datetime.now().isoformat(timespec="seconds"))
@@ -178,6 +187,38 @@ def _load(cfg: TrainConfig) -> DecodedData:
     return data
 
 
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_resources(args, cpus: float, gpus: float) -> None:
+    """A trial that asks for more than the cluster has would wait forever: refuse it now."""
+    if args.cpus_per_trial > cpus:
+        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g} but the cluster has {cpus:g} CPUs")
+    if args.gpus_per_trial > 0 and gpus == 0:
+        raise UsageError("--gpus-per-trial is set but no GPU is visible (torch.cuda.device_count() == 0); "
+                         "use --gpus-per-trial 0 to train on CPUs")
+    if args.gpus_per_trial > gpus:
+        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial:g} but the cluster has {gpus:g} GPUs")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_dashboard_host(args) -> None:
+    """Anyone who reaches the dashboard's API can run code on the cluster: loopback by default,
+    a warning for any other address, and a refusal when token authentication is off."""
+    if args.no_dashboard or args.address or args.dashboard_host in LOOPBACK:
+        return
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        raise UsageError(f"--dashboard-host {args.dashboard_host} with RAY_AUTH_MODE=disabled would let anyone who "
+                         "reaches it run code on this machine; keep 127.0.0.1 or turn token authentication on")
+    print(f"warning: the Ray dashboard will listen on {args.dashboard_host}: anyone who reaches it and holds the "
+          "token (`ray get-auth-token`) can submit jobs that run code on this cluster", file=sys.stderr)
+
+
 def _probe_address(address: str) -> None:
     if address == "auto":
         return  # ray.init finds (or fails to find) the local cluster without waiting
@@ -217,8 +258,17 @@ def start_ray(plan: Plan) -> None:
                 reason = ("the cluster requires token authentication and this machine has no matching token; "
                           "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN")
             raise UsageError(f"cannot connect to the Ray cluster at {args.address}: {reason[:300]}") from None
+        total = ray.cluster_resources()
+        try:
+            _check_resources(args, total.get("CPU", 0), total.get("GPU", 0))
+        except UsageError:
+            ray.shutdown()
+            raise
     else:
-        ctx = ray.init(include_dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, **kw)
+        # address="local": a new cluster on this machine. Without it ray.init joins whatever cluster
+        # /tmp/ray/ray_current_cluster names, and waits for minutes if that one has died.
+        ctx = ray.init(address="local", include_dashboard=not args.no_dashboard,
+                       dashboard_host=args.dashboard_host, **kw)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         print(f"birdtune: Ray dashboard at http://{url}  (trials show as actors with logs; sign in with the "
@@ -261,7 +311,7 @@ def build_tuner(plan: Plan):
                                     max_concurrent_trials=concurrency, time_budget_s=args.time_budget),
         run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage_path,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=2),
+                                  failure_config=tune.FailureConfig(max_failures=args.max_failures),
                                   verbose=2 if args.verbose else 0,
                                   callbacks=[] if args.verbose else [TrialLines(plan.epochs, plan.num_samples)]),
     )

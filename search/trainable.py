@@ -9,9 +9,16 @@ from typing import Any
 import torch
 from ray import tune
 
+from core import engine
 from core.config import TrainConfig
 from core.data import DecodedData
 from core.engine import fit
+
+# Test-only fault injection (tests/test_faults.py), never a user-facing flag:
+#   BIRDTUNE_TEST_FAULT="<crash|oom|diverge>@<key>=<value>[;after=<epoch>][;times=<n>]"
+# faults the trials whose config has key == value: crash/oom raise after reporting any epoch >= `after`
+# (at most `times` times, counted in files under BIRDTUNE_TEST_FAULT_DIR); diverge makes the loss NaN.
+FAULT_ENV, FAULT_DIR_ENV = "BIRDTUNE_TEST_FAULT", "BIRDTUNE_TEST_FAULT_DIR"
 
 
 def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float) -> None:
@@ -34,6 +41,36 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
             else:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        fit(cfg, report, data=data, resume_from=resume_from, progress=False)
+        fit(cfg, _inject_faults(config, report), data=data, resume_from=resume_from, progress=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _inject_faults(config: dict[str, Any], report):
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return report
+    kind, _, rest = spec.partition("@")
+    target, *opts = rest.split(";")
+    key, _, value = target.partition("=")
+    if key not in config or abs(float(config[key]) - float(value)) > 1e-12:
+        return report
+    opt = dict(o.split("=") for o in opts)
+    after, times = int(opt.get("after", 1)), int(opt.get("times", 1))
+    if kind == "diverge":
+        real = engine.build_loss
+        engine.build_loss = lambda name, smoothing: (lambda logits, y: real(name, smoothing)(logits, y) * float("nan"))
+        return report
+    counter = os.path.join(os.environ.get(FAULT_DIR_ENV, tempfile.gettempdir()), f"fault-{key}-{value}")
+
+    def faulty(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        report(metrics, checkpoint_dir)
+        done = os.path.getsize(counter) if os.path.exists(counter) else 0
+        if metrics["epoch"] >= after and done < times:
+            with open(counter, "a") as fh:
+                fh.write("x")
+            if kind == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by BIRDTUNE_TEST_FAULT)")
+            raise RuntimeError(f"injected crash after epoch {after} (BIRDTUNE_TEST_FAULT)")
+
+    return faulty
