@@ -65,7 +65,12 @@ def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
                         "--set", "epochs=1", "--set", f"out_dir={tmp_path}", "--quiet"],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 1
+    retrained = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(retrained) == 1
+    # the same config, data and seed reproduce the trial (up to thread-count float noise)
+    trial_dir = next(p for p in exp.iterdir() if p.is_dir() and best["trial_id"] in p.name)
+    trial_epoch1 = pd.read_json(trial_dir / "result.json", lines=True).iloc[0]
+    assert retrained["cmap"].iloc[0] == pytest.approx(trial_epoch1["cmap"], abs=0.02)
     # Ray's own reader understands the folder
     from ray.tune import ExperimentAnalysis
 
