@@ -112,6 +112,13 @@ def prepare(args: argparse.Namespace) -> Plan:
     clash = sorted(set(sets) & set(searched))
     if clash:
         raise UsageError(f"--set {clash[0]} fixes a value the '{space.name}' space searches; drop it or use another space")
+    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    exp = storage.join(storage_path, name)
+    problem = storage.check_writable(storage_path)
+    if problem:
+        raise UsageError(f"--storage-path {args.storage_path} is not writable ({problem}); pick another folder")
+    if storage.exists(exp):
+        raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
     epochs = args.epochs or space.epochs
     base: dict[str, Any] = {}
     if on_demo:
@@ -134,13 +141,6 @@ def prepare(args: argparse.Namespace) -> Plan:
     for point in space.points:
         TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
     _check_model(cfg)
-    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    exp = storage.join(storage_path, name)
-    problem = storage.check_writable(storage_path)
-    if problem:
-        raise UsageError(f"--storage-path {args.storage_path} is not writable ({problem}); pick another folder")
-    if storage.exists(exp):
-        raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
     data = _load(cfg)
     meta = dict(space=space.name, metric=spaces.METRIC, mode=spaces.MODE, time_attr=spaces.TIME_ATTR, max_t=epochs,
                 grace_period=min(space.grace_period, epochs), reduction_factor=space.reduction_factor,

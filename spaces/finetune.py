@@ -6,14 +6,19 @@ NOTEBOOK = dict(lr=3e-5, weight_decay=3e-4, drop_rate=0.3, drop_path_rate=0.2, l
                 class_cap=500, class_floor=50)
 
 
-def define(trial) -> None:
-    trial.suggest_float("lr", 1e-5, 3e-4, log=True)
+def suggest_regularisation(trial) -> None:
+    """The knobs fine-tuning and training from scratch share."""
     trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
     trial.suggest_float("drop_rate", 0.0, 0.5)
     trial.suggest_float("drop_path_rate", 0.0, 0.3)
     trial.suggest_float("label_smoothing", 0.0, 0.3)
     trial.suggest_int("class_cap", 100, 1000, step=50)  # inclusive bounds, as Optuna's suggest_int
     trial.suggest_int("class_floor", 10, 100, step=10)
+
+
+def define(trial) -> None:
+    trial.suggest_float("lr", 1e-5, 3e-4, log=True)
+    suggest_regularisation(trial)
 
 
 SPACE = Space(

@@ -1,15 +1,11 @@
 """Training from ImageNet (or random) weights: a higher lr range, plus mixup probability."""
 from spaces.base import Space
+from spaces.finetune import suggest_regularisation
 
 
 def define(trial) -> None:
     trial.suggest_float("lr", 1e-4, 3e-3, log=True)
-    trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True)
-    trial.suggest_float("drop_rate", 0.0, 0.5)
-    trial.suggest_float("drop_path_rate", 0.0, 0.3)
-    trial.suggest_float("label_smoothing", 0.0, 0.3)
-    trial.suggest_int("class_cap", 100, 1000, step=50)
-    trial.suggest_int("class_floor", 10, 100, step=10)
+    suggest_regularisation(trial)
     trial.suggest_float("mixup_p", 0.0, 1.0)
 
 

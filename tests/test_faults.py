@@ -163,8 +163,7 @@ def _csv(tmp_path, rows=None, images=True, corrupt=False):
 
     d = tmp_path / "data"
     (d / "img").mkdir(parents=True, exist_ok=True)
-    rows = rows or [dict(image_path=f"img/x{k}.png", label=k % 2, label_name="ab"[k % 2], group=f"g{k}",
-                         fold=float(k % 2)) for k in range(6)]
+    rows = rows or _rows()
     if images:
         for k in range(6):
             cv2.imwrite(str(d / "img" / f"x{k}.png"), np.full((32, 64), 30 * k, np.uint8))
