@@ -101,8 +101,8 @@ def export(exp: str, quiet: bool = False) -> pd.DataFrame:
         os.path.join(exp, "best", "retrain")
     best_meta = {"trial_id": best["trial_id"], "best_cmap": float(best["best_cmap"]),
                  "best_epoch": int(best["best_epoch"]), "status": best["status"]}
-    text = "# " + yaml.safe_dump(best_meta, sort_keys=False).replace("\n", "\n# ").rstrip("# ") + \
-        yaml.safe_dump(cfg, sort_keys=False)
+    header = "".join(f"# {line}\n" for line in yaml.safe_dump(best_meta, sort_keys=False).splitlines())
+    text = header + yaml.safe_dump(cfg, sort_keys=False)
     storage.write_text(storage.join(exp, "best", "config.yaml"), text)
     ckpt = analysis.get_last_checkpoint(trial)
     if ckpt is not None:
