@@ -50,9 +50,15 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of an epoch: a permutation that depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).numpy()
+
+
 class EpochSampler(Sampler):
-    """Shuffles with a generator seeded by (seed, epoch) and yields (epoch, index) keys, so the
-    order and each sample's randomness depend only on the epoch, in workers too."""
+    """Yields (epoch, index) keys, shuffled by epoch_order or in order, so the order and each
+    sample's (or batch's) randomness depend only on the epoch, in workers too."""
 
     def __init__(self, n: int, seed: int, shuffle: bool = True):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
@@ -64,8 +70,7 @@ class EpochSampler(Sampler):
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else range(self.n)
+        order = epoch_order(self.n, self.seed, self.epoch).tolist() if self.shuffle else range(self.n)
         return iter([(self.epoch, i) for i in order])
 
 
@@ -95,8 +100,7 @@ class BatchTrainSet(torch.utils.data.Dataset):
 
     def order(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.index), generator=g).numpy())
+            self._order = (epoch, epoch_order(len(self.index), self.seed, epoch))
         return self._order[1]
 
     def __getitem__(self, key: tuple[int, int]):
@@ -106,20 +110,6 @@ class BatchTrainSet(torch.utils.data.Dataset):
         imgs, target = mixup_batch(self.images, self.index, self.labels, rows, self.num_classes,
                                    self.mixup_p, self.mixup_alpha, rng)
         return torch.from_numpy(imgs), torch.from_numpy(target)
-
-
-class BatchKeys(Sampler):
-    def __init__(self, n_batches: int):
-        self.n_batches, self.epoch = n_batches, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __iter__(self):
-        return iter([(self.epoch, k) for k in range(self.n_batches)])
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -178,7 +168,7 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
     if cfg.augment == "batch":
         train_set = BatchTrainSet(data.images, index, labels, num_classes, cfg.batch_size, cfg.mixup_p,
                                   cfg.mixup_alpha, cfg.seed)
-        sampler = BatchKeys(len(train_set))
+        sampler = EpochSampler(len(train_set), cfg.seed, shuffle=False)  # batches are shuffled inside
         train_loader = DataLoader(train_set, batch_size=None, sampler=sampler, **loader_kw)
         n_train = min(len(index), len(train_set) * cfg.batch_size)
         augmenter = BatchAugment()

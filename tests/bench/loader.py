@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from core import demo
 from core.data import TrainDataset, load_data, read_table
 from core.augment import BatchAugment
-from core.engine import BatchKeys, BatchTrainSet, EpochSampler, _EpochKeyed
+from core.engine import BatchTrainSet, EpochSampler, _EpochKeyed
 from core.transforms import train_transform
 
 
@@ -113,7 +113,7 @@ def main() -> None:
 
     def batched(workers):
         ds = BatchTrainSet(data.images, np.arange(len(df)), df["label"].to_numpy(), c, 64, 1.0, 0.2, 0)
-        return DataLoader(ds, batch_size=None, sampler=BatchKeys(len(ds)), num_workers=workers)
+        return DataLoader(ds, batch_size=None, sampler=EpochSampler(len(ds), 0, shuffle=False), num_workers=workers)
 
     def notebook(workers):
         ds = NotebookDataset(df, notebook_transform(ov["img_size"]), mixup=True, num_classes=c)
