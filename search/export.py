@@ -53,21 +53,24 @@ def trial_table(exp: str, meta: dict[str, Any] | None = None):
                    last_cmap=float(df[metric].iloc[-1]) if has else float("nan"),
                    best_epoch=int(df.loc[df[metric].idxmax(), "epoch"]) if has else 0,
                    epochs=epochs, wall_s=float(df["time_total_s"].iloc[-1]) if has else 0.0)
-        if trial.status == "ERROR":
-            status = "errored"
-        elif diverged:
-            status = "diverged"
-        elif trial.status == "TERMINATED":
-            status = "completed" if epochs >= max_t else "stopped_early"
-        else:
-            status = "unfinished"
-        row["status"] = status
+        row["status"] = status = trial_status(trial.status, epochs, max_t, bool(diverged))
         row["error"] = _error_text(trial) if status == "errored" else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
         table = table.sort_values("trial_index").reset_index(drop=True)
     return table, analysis
+
+
+def trial_status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
+    """One of STATUSES from Ray's trial status and what the trial reported."""
+    if ray_status == "ERROR":
+        return "errored"
+    if diverged:
+        return "diverged"
+    if ray_status == "TERMINATED":
+        return "completed" if epochs >= max_t else "stopped_early"
+    return "unfinished"
 
 
 def _error_text(trial) -> str:

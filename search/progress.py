@@ -6,6 +6,7 @@ import time
 from ray import tune
 
 import spaces
+from search.export import trial_status
 
 
 class TrialLines(tune.Callback):
@@ -32,12 +33,9 @@ class TrialLines(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epoch = last.get(spaces.TIME_ATTR, 0)
-        if last.get("status") == "diverged":
-            how = f"diverged at epoch {epoch}"
-        elif epoch >= self.max_t:
-            how = f"completed {epoch} epochs"
-        else:
-            how = f"stopped early at epoch {epoch}"
+        status = trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")
+        how = {"diverged": f"diverged at epoch {epoch}", "completed": f"completed {epoch} epochs",
+               "stopped_early": f"stopped early at epoch {epoch}"}[status]
         self._line(trial, how)
 
     def on_trial_error(self, iteration, trials, trial, **info):
