@@ -42,9 +42,10 @@ def trial_table(exp: str, meta: dict[str, Any] | None = None):
     rows = []
     for trial in analysis.trials:
         df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
-        # Ray's experiment tag starts with the trial's creation counter (1-based): '3_lr=...'
+        # Ray's experiment tag starts with the trial's creation counter: '3_lr=...' (1-based under a
+        # Searcher, 0-based under the random search); its rank is the launch order
         tag = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
-        row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_index": int(tag) - 1 if tag.isdigit() else len(rows)}
+        row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_index": int(tag) if tag.isdigit() else 10**9 + len(rows)}
         row.update({k: trial.config.get(k) for k in meta["searched"]})
         has = not df.empty and metric in df
         epochs = int(df["epoch"].max()) if has else 0
@@ -59,6 +60,7 @@ def trial_table(exp: str, meta: dict[str, Any] | None = None):
     table = pd.DataFrame(rows)
     if not table.empty:
         table = table.sort_values("trial_index").reset_index(drop=True)
+        table["trial_index"] = range(len(table))
     return table, analysis
 
 
@@ -83,44 +85,97 @@ def _error_text(trial) -> str:
     return lines[-1][:500] if lines else "error (no message recorded)"
 
 
+def curve_table(analysis, table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every trial's reported epochs: trial_index, trial_id, epoch, the metric, train/val loss, time."""
+    cols = ["trial_index", "trial_id", "epoch", metric, "train_loss", "val_loss", "time_total_s"]
+    if analysis is None or table.empty:
+        return pd.DataFrame(columns=cols)
+    index = dict(zip(table["trial_id"], table["trial_index"]))
+    parts = []
+    for trial_id, df in analysis.trial_dataframes.items():
+        if df.empty or metric not in df or trial_id not in index:
+            continue
+        part = df.reindex(columns=cols[2:]).copy()
+        part.insert(0, "trial_id", trial_id)
+        part.insert(0, "trial_index", index[trial_id])
+        # a trial restarted from a checkpoint reports its later epochs again: keep the last report of each
+        parts.append(part.drop_duplicates("epoch", keep="last"))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(parts).sort_values(["trial_index", "epoch"]).reset_index(drop=True)
+
+
+def _write_table(exp: str, name: str, df: pd.DataFrame) -> None:
+    storage.write_text(storage.join(exp, name), df.to_csv(index=False))
+
+
 def export(exp: str, quiet: bool = False) -> pd.DataFrame:
-    """Write trials.parquet, trials.csv and best/ for experiment folder or URI `exp`."""
+    """Write trials.parquet/csv, curves.csv, importance.csv, revalidation.csv (if re-validated) and best/
+    for experiment folder or URI `exp`. Returns the trials table."""
+    from search import importance, revalidate
+
     meta = read_meta(exp)
     table, analysis = trial_table(exp, meta)
     buf = io.BytesIO()
     table.to_parquet(buf, index=False)
     storage.write_bytes(storage.join(exp, "trials.parquet"), buf.getvalue())
-    storage.write_text(storage.join(exp, "trials.csv"), table.to_csv(index=False))
-    ok = table[table["status"].isin(["completed", "stopped_early", "unfinished"])] if not table.empty else table
+    _write_table(exp, "trials.csv", table)
+    curves = curve_table(analysis, table, meta["metric"])
+    _write_table(exp, "curves.csv", curves)
+    _write_table(exp, "importance.csv", importance.importances(table, curves, meta))
+    study = meta.get("study")
+    if study and os.path.isfile(study) and storage.is_uri(exp):  # SQLite lived locally; keep a copy with the trials
+        storage.write_bytes(storage.join(exp, os.path.basename(study)), Path(study).read_bytes())
+    ok = table[table["status"].isin(revalidate.OK)] if not table.empty else table
     ok = ok[ok["best_cmap"].notna()] if not ok.empty else ok
     if ok.empty:
         if not quiet:
             print(f"no trial has a result yet; wrote {storage.join(exp, 'trials.csv')}")
         return table
     best = ok.loc[ok["best_cmap"].idxmax()]
-    trial = next(t for t in analysis.trials if t.trial_id == best["trial_id"])
-    cfg = {**meta["base"], **{k: trial.config[k] for k in meta["searched"] if k in trial.config}}
-    cfg["out_dir"] = str(Path("results") / f"retrain-{best['trial_id']}") if "://" in exp else \
-        os.path.join(exp, "best", "retrain")
     best_meta = {"trial_id": best["trial_id"], "best_cmap": float(best["best_cmap"]),
                  "best_epoch": int(best["best_epoch"]), "status": best["status"]}
+    trial = next(t for t in analysis.trials if t.trial_id == best["trial_id"])
+    params, ckpt = {k: trial.config[k] for k in meta["searched"] if k in trial.config}, analysis.get_last_checkpoint(trial)
+    runs, sub = revalidate.table(exp, meta)
+    if runs is not None:
+        _write_table(exp, "revalidation.csv", runs)
+        rank = revalidate.ranking(runs, meta["revalidate_folds"])
+        if rank["mean_cmap"].notna().any():  # at least one candidate finished every fold
+            chosen = rank.iloc[0]
+            row = table[table["trial_id"] == chosen["trial_id"]].iloc[0]
+            params = {k: revalidate._py(row[k]) for k in meta["searched"]}
+            best_meta = {"trial_id": chosen["trial_id"], "search_best_cmap": float(row["best_cmap"]),
+                         "chosen_by": f"mean best-epoch cmap over folds {meta['revalidate_folds']} "
+                                      f"(top {meta['revalidate_top']} re-validated at {meta['max_t']} epochs)",
+                         "revalidation_mean_cmap": float(chosen["mean_cmap"]),
+                         "revalidation_cmap_per_fold": {int(f): float(v) for f, v in chosen["per_fold"].items()}}
+            first = runs[(runs["trial_id"] == chosen["trial_id"]) & (runs["status"] == "completed")].iloc[0]
+            ckpt = sub.get_last_checkpoint(next(t for t in sub.trials if t.trial_id == first["run_id"]))
+            best_meta["model"] = f"trained with fold {int(first['fold'])} as validation (run {first['run_id']})"
+    cfg = {**meta["base"], **params}
+    cfg["out_dir"] = str(Path("results") / f"retrain-{best_meta['trial_id']}") if "://" in exp else \
+        os.path.join(exp, "best", "retrain")
     header = "".join(f"# {line}\n" for line in yaml.safe_dump(best_meta, sort_keys=False).splitlines())
-    text = header + yaml.safe_dump(cfg, sort_keys=False)
-    storage.write_text(storage.join(exp, "best", "config.yaml"), text)
-    ckpt = analysis.get_last_checkpoint(trial)
+    storage.write_text(storage.join(exp, "best", "config.yaml"), header + yaml.safe_dump(cfg, sort_keys=False))
     if ckpt is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = ckpt.to_directory(tmp)
-            best_pt = Path(local) / "best.pt"
-            if best_pt.is_file():
-                from core import checkpoint
-
-                state = checkpoint.load(best_pt)
-                keep = {k: state[k] for k in ("model", "epoch", "metrics", "config", "num_classes") if k in state}
-                out = Path(tmp) / "model.pt"
-                checkpoint.save(out, keep)
-                storage.write_bytes(storage.join(exp, "best", "model.pt"), out.read_bytes())
+        _write_model(exp, ckpt)
     return table
+
+
+def _write_model(exp: str, ckpt) -> None:
+    """best/model.pt: the best-epoch weights of a trial's checkpoint, without optimizer state."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = ckpt.to_directory(tmp)
+        best_pt = Path(local) / "best.pt"
+        if best_pt.is_file():
+            from core import checkpoint
+
+            state = checkpoint.load(best_pt)
+            keep = {k: state[k] for k in ("model", "epoch", "metrics", "config", "num_classes") if k in state}
+            out = Path(tmp) / "model.pt"
+            checkpoint.save(out, keep)
+            storage.write_bytes(storage.join(exp, "best", "model.pt"), out.read_bytes())
 
 
 def format_table(table: pd.DataFrame, searched: list[str], limit: int = 40) -> str:

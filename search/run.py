@@ -21,6 +21,7 @@ from core.data import DataError, DecodedData
 from core.model import ModelError
 from search import storage
 from search.export import META_FILE, export, format_table
+from search.searcher import DB_FILE
 
 EXAMPLES = """examples:
   python -m search.run                                  # finetune space on the built-in demo data (CPU ok)
@@ -59,6 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, help="seconds; past it no trial starts and the search ends")
     p.add_argument("--no-dashboard", action="store_true", help="start the local Ray cluster without its dashboard")
     p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
+    p.add_argument("--searcher", default="tpe", choices=["tpe", "random"],
+                   help="tpe: Optuna TPE, ASHA-aware, study in <experiment>/optuna.db (default); random: Ray's random search")
+    p.add_argument("--scheduler", default="asha", choices=["asha", "none"],
+                   help="asha: stop weak trials early (default); none: every trial runs all epochs")
+    p.add_argument("--revalidate-top", type=int, default=0, metavar="K",
+                   help="after the search, retrain the K best configs at full length on --folds and pick the best mean")
+    p.add_argument("--folds", default="", metavar="F1,F2,...",
+                   help="validation folds for --revalidate-top (default: the two folds after the search's fold)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base TrainConfig field")
     p.add_argument("--verbose", action="store_true", help="Ray's full trial tables and logs")
     return p.parse_args(argv)
@@ -92,6 +101,10 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError("--max-failures must be >= 0")
     if args.time_budget is not None and args.time_budget <= 0:
         raise UsageError("--time-budget must be > 0 seconds")
+    if args.revalidate_top < 0:
+        raise UsageError("--revalidate-top must be >= 0")
+    if args.folds and not args.revalidate_top:
+        raise UsageError("--folds only applies with --revalidate-top K")
     _check_dashboard_host(args)
     if not args.address:  # a local cluster: what this machine has (a remote one is checked on connecting)
         _check_resources(args, os.cpu_count() or 1, _local_gpus())
@@ -142,12 +155,42 @@ def prepare(args: argparse.Namespace) -> Plan:
         TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
     _check_model(cfg)
     data = _load(cfg)
+    folds = _revalidation_folds(args, data, cfg.fold)
     meta = dict(space=space.name, metric=spaces.METRIC, mode=spaces.MODE, time_attr=spaces.TIME_ATTR, max_t=epochs,
                 grace_period=min(space.grace_period, epochs), reduction_factor=space.reduction_factor,
                 num_samples=args.num_samples or space.num_samples, searched=searched, points=space.points,
                 seed=args.seed, cpus_per_trial=int(args.cpus_per_trial), gpus_per_trial=args.gpus_per_trial,
+                searcher=args.searcher, scheduler=args.scheduler, revalidate_top=args.revalidate_top,
+                revalidate_folds=folds, study=_study_path(storage_path, name) if args.searcher == "tpe" else None,
                 base=cfg.to_dict(), created=datetime.now().isoformat(timespec="seconds"))
     return Plan(args, space, cfg.to_dict(), searched, data, exp, storage_path, name, meta["num_samples"], epochs, meta)
+
+
+def _study_path(storage_path: str, name: str) -> str:
+    """The Optuna study's SQLite file: in the experiment folder, or under ./results for a URI storage path
+    (SQLite needs a local file; export copies it beside the trials)."""
+    if storage.is_uri(storage_path):
+        return str(Path("results", name, DB_FILE).resolve())
+    return os.path.join(storage_path, name, DB_FILE)
+
+
+def _revalidation_folds(args, data: DecodedData, search_fold: int) -> list[int]:
+    if not args.revalidate_top:
+        return []
+    have = sorted(int(f) for f in data.table["fold"].unique())
+    if args.folds:
+        try:
+            folds = [int(f) for f in args.folds.split(",") if f.strip()]
+        except ValueError:
+            raise UsageError(f"--folds must be comma-separated fold numbers, got '{args.folds}'") from None
+        missing = [f for f in folds if f not in have]
+        if missing or not folds:
+            raise UsageError(f"--folds {args.folds}: the data's folds are {have}")
+        return sorted(set(folds))
+    others = [f for f in have[have.index(search_fold) + 1:] + have[:have.index(search_fold)]]
+    if not others:
+        raise UsageError(f"--revalidate-top needs a fold besides the search's fold {search_fold}; the data has {have}")
+    return others[:2]
 
 
 def _prepare_resume(args, storage_path: str) -> Plan:
@@ -275,46 +318,108 @@ def start_ray(plan: Plan) -> None:
               f"token printed by `ray get-auth-token`)", flush=True)
 
 
-def build_tuner(plan: Plan):
-    import optuna
+def _trainable(plan: Plan):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    from search.progress import TrialLines
     from search.trainable import train_trial
 
-    meta, args = plan.meta, plan.args
-    cpus, gpus = meta["cpus_per_trial"], meta["gpus_per_trial"]
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=plan.data, base=plan.base, cpus=cpus),
-                                    {"cpu": cpus, "gpu": gpus})
-    if args.resume:
-        return tune.Tuner.restore(plan.exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    cpus, gpus = plan.meta["cpus_per_trial"], plan.meta["gpus_per_trial"]
+    return tune.with_resources(tune.with_parameters(train_trial, data=plan.data, base=plan.base, cpus=cpus),
+                               {"cpu": cpus, "gpu": gpus})
+
+
+def concurrency(plan: Plan) -> int:
     import ray
 
     total = ray.cluster_resources()
-    concurrency = args.concurrency or max(1, int(total.get("CPU", 1) // cpus))
+    cpus, gpus = plan.meta["cpus_per_trial"], plan.meta["gpus_per_trial"]
+    n = plan.args.concurrency or max(1, int(total.get("CPU", 1) // cpus))
     if gpus:
-        concurrency = min(concurrency, max(1, int(total.get("GPU", 0) / gpus + 1e-9)))
+        n = min(n, max(1, int(total.get("GPU", 0) / gpus + 1e-9)))
+    return n
+
+
+def make_search(plan: Plan, n: int):
+    """(search_alg, param_space, scheduler) as the plan asks, for `n` trials at a time."""
+    from search.searcher import make_scheduler, make_searcher
+
+    meta = plan.meta
+    searcher, param_space = make_searcher(meta.get("searcher", "tpe"), plan.space, max_t=plan.epochs,
+                                          seed=meta["seed"], study_name=plan.name, db_path=meta.get("study"),
+                                          concurrency=n)
+    scheduler = make_scheduler(meta.get("scheduler", "asha"), max_t=plan.epochs, grace_period=meta["grace_period"],
+                               reduction_factor=meta["reduction_factor"])
+    return searcher, param_space, scheduler
+
+
+def build_tuner(plan: Plan, make=make_search):
+    """The search's Tuner (or the restored one with --resume); `make` builds its searcher and scheduler."""
+    import optuna
+    from ray import tune
+
+    meta, args = plan.meta, plan.args
+    trainable = _trainable(plan)
+    if args.resume:
+        return tune.Tuner.restore(plan.exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    n = concurrency(plan)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(space=plan.space.define, metric=spaces.METRIC, mode=spaces.MODE,
-                            points_to_evaluate=[dict(p) for p in plan.space.points],
-                            sampler=optuna.samplers.TPESampler(seed=args.seed, multivariate=True))
-    scheduler = ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE,
-                              max_t=plan.epochs, grace_period=meta["grace_period"],
-                              reduction_factor=meta["reduction_factor"])
+    if meta.get("study"):
+        Path(meta["study"]).parent.mkdir(parents=True, exist_ok=True)
+    searcher, param_space, scheduler = make(plan, n)
     print(f"birdtune: space '{plan.space.name}': {plan.num_samples} trials of up to {plan.epochs} epochs, "
-          f"{concurrency} at a time ({cpus} CPU, {gpus} GPU each); searching {', '.join(plan.searched)}", flush=True)
+          f"{n} at a time ({meta['cpus_per_trial']} CPU, {meta['gpus_per_trial']} GPU each); searching "
+          f"{', '.join(plan.searched)} with {meta.get('searcher', 'tpe')} + {meta.get('scheduler', 'asha')}", flush=True)
+    if meta.get("study"):
+        print(f"birdtune: Optuna study in {meta['study']}  (live: optuna-dashboard sqlite:///{meta['study']})",
+              flush=True)
     return tune.Tuner(
-        trainable,
+        trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
-                                    max_concurrent_trials=concurrency, time_budget_s=args.time_budget),
-        run_config=tune.RunConfig(name=plan.name, storage_path=plan.storage_path,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                                  verbose=2 if args.verbose else 0,
-                                  callbacks=[] if args.verbose else [TrialLines(plan.epochs, plan.num_samples)]),
+                                    max_concurrent_trials=n, time_budget_s=args.time_budget),
+        run_config=_run_config(plan, plan.name, plan.storage_path),
     )
+
+
+def _run_config(plan: Plan, name: str, storage_path: str, total: int | None = None):
+    from ray import tune
+
+    from search.progress import TrialLines
+
+    args = plan.args
+    return tune.RunConfig(name=name, storage_path=storage_path,
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                          verbose=2 if args.verbose else 0,
+                          callbacks=[] if args.verbose else [TrialLines(plan.epochs, total or plan.num_samples)])
+
+
+def _revalidate(plan: Plan) -> bool:
+    """Run (or continue) the re-validation of the top configs; True if it was interrupted."""
+    from search import revalidate
+    from search.export import trial_table
+
+    table, _ = trial_table(plan.exp, plan.meta)
+    if table.empty or table["status"].eq("unfinished").any():
+        return False  # the search itself did not finish (time budget, interruption): nothing final to re-validate
+    tuner = revalidate.build_tuner(plan, table)
+    if tuner is not None:
+        tuner.fit()
+    return False
+
+
+def _format_ranking(plan: Plan) -> str:
+    from search import revalidate
+
+    runs, _ = revalidate.table(plan.exp, plan.meta)
+    if runs is None:
+        return "(none)"
+    rank = revalidate.ranking(runs, plan.meta["revalidate_folds"])
+    rows = [{"trial_index": r.trial_index, **{f"fold {f}": r.per_fold.get(f, float("nan"))
+                                              for f in plan.meta["revalidate_folds"]}, "mean": r.mean_cmap}
+            for r in rank.itertuples()]
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         tuner.fit()
+        if plan.meta.get("revalidate_top"):
+            interrupted = _revalidate(plan)
     except KeyboardInterrupt:
         interrupted = True
     table = export(plan.exp, quiet=True)
@@ -352,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         best = table.loc[table["best_cmap"].idxmax()]
         print(f"best: trial {best['trial_index']} cmap {best['best_cmap']:.4f} with "
               + ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in plan.searched))
+        head = storage.read_text(best_cfg) or ""
+        if "revalidation_mean_cmap" in head:
+            print("re-validation (best-epoch cmap per fold):\n" + _format_ranking(plan))
+            print("chosen by re-validation:\n" + "\n".join(ln for ln in head.splitlines() if ln.startswith("#")))
         print(f"exported: {best_cfg} (retrain: python -m core.train --config {best_cfg}), "
               f"{storage.join(plan.exp, 'best', 'model.pt')}, trials.parquet, trials.csv")
     if interrupted or counts.get("unfinished"):

@@ -24,6 +24,9 @@ FAULT_ENV, FAULT_DIR_ENV = "BIRDTUNE_TEST_FAULT", "BIRDTUNE_TEST_FAULT_DIR"
 def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float) -> None:
     """Train one trial. `data` arrives once per node through the object store (tune.with_parameters);
     `base` is the search's resolved TrainConfig, onto which the trial's searched values go."""
+    if "revalidate" in config:  # a re-validation run: a chosen trial's values, on another validation fold
+        item = config["revalidate"]
+        config = {**item["params"], "fold": int(item["fold"])}
     threads = max(1, int(cpus))
     torch.set_num_threads(threads)  # one trial must not take the cores of its neighbours
     work = tempfile.mkdtemp(prefix="birdtune-trial-")

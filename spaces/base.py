@@ -32,26 +32,32 @@ class Space:
 
     def searched(self) -> list[str]:
         """Names of the parameters `define` suggests, found by running it on a recording trial."""
+        return list(self.distributions())
+
+    def distributions(self) -> dict[str, dict[str, Any]]:
+        """Each searched parameter's distribution as plain data, in suggestion order:
+        {"kind": "float"|"int"|"categorical", "low", "high", "step", "log", "choices"}; bounds inclusive,
+        as Optuna's. The one description that Optuna, Ray's random search and the report all read."""
         rec = _Recorder()
         self.define(rec)
-        return list(rec.params)
+        return rec.specs
 
 
 class _Recorder:
-    """A stand-in Optuna trial that records suggested names and returns the low bound."""
+    """A stand-in Optuna trial that records each suggestion's distribution and returns its low bound."""
 
     def __init__(self):
-        self.params: dict[str, Any] = {}
+        self.specs: dict[str, dict[str, Any]] = {}
 
-    def _rec(self, name, value):
-        self.params[name] = value
+    def _rec(self, name, value, **spec):
+        self.specs[name] = spec
         return value
 
     def suggest_float(self, name, low, high, *, step=None, log=False):
-        return self._rec(name, low)
+        return self._rec(name, low, kind="float", low=low, high=high, step=step, log=log)
 
     def suggest_int(self, name, low, high, *, step=1, log=False):
-        return self._rec(name, low)
+        return self._rec(name, low, kind="int", low=low, high=high, step=step, log=log)
 
     def suggest_categorical(self, name, choices):
-        return self._rec(name, choices[0])
+        return self._rec(name, choices[0], kind="categorical", choices=list(choices))

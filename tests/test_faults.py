@@ -104,6 +104,18 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     for trial_id in table.trial_id:  # restarted trials continued from their checkpoints: no epoch twice
         epochs = progress_epochs(tmp_path, "kill", trial_id)
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
+    assert_study_matches(exp, table)
+
+
+def assert_study_matches(exp, table):
+    """The SQLite study holds each trial once, finished, with the trials' own values."""
+    import optuna
+
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == len(table)
+    assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
+    got = sorted((round(t.params["lr"], 12), round(t.params["drop_rate"], 12)) for t in study.trials)
+    assert got == sorted((round(a, 12), round(b, 12)) for a, b in zip(table.lr, table.drop_rate))
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
@@ -117,6 +129,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert (exp / "trials.csv").is_file()
     r = search(tmp_path, "int", "--resume")
     assert r.returncode == 0 and len(trials(tmp_path, "int")) == 8
+    assert_study_matches(exp, trials(tmp_path, "int"))
 
 
 NODE_LOSS = r'''

@@ -7,8 +7,10 @@ import sys
 import tempfile
 import time
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 import yaml
 
 import spaces
@@ -28,7 +30,7 @@ def search(*args, timeout=400):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     store = tmp_path_factory.mktemp("results")
-    r = search("--storage-path", str(store), "--name", "e2e", "--seed", "0")
+    r = search("--storage-path", str(store), "--name", "e2e", "--seed", "0", "--revalidate-top", "2", "--folds", "1,2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return store / "e2e", r
 
@@ -50,17 +52,70 @@ def test_smoke_search_outputs(finished):
     assert "trials (" in r.stdout and "best: trial" in r.stdout
 
 
+def test_the_optuna_study_matches_the_trials(finished):
+    exp, _ = finished
+    table = pd.read_parquet(exp / "trials.parquet")
+    curves = pd.read_csv(exp / "curves.csv")
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == len(table)
+    state = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED}
+    for ot, (_, row) in zip(study.trials, table.iterrows()):  # Optuna's numbers are the launch order
+        assert ot.state == state[row["status"]] and ot.params == pytest.approx({"lr": row.lr, "drop_rate": row.drop_rate})
+        mine = curves[curves.trial_id == row.trial_id]
+        assert ot.intermediate_values == pytest.approx(dict(zip(mine.epoch, mine.cmap)))
+        if ot.state == TrialState.COMPLETE:  # the best epoch, not the last
+            assert ot.value == pytest.approx(row.best_cmap)
+    assert curves.groupby("trial_id").size().to_dict() == table.set_index("trial_id")["epochs"].to_dict()
+
+
+def test_importance_is_written_for_the_searched_parameters(finished):
+    exp, _ = finished
+    table = pd.read_parquet(exp / "trials.parquet")
+    imp = pd.read_csv(exp / "importance.csv")
+    assert not imp.empty and set(imp["param"]) == {"lr", "drop_rate"}
+    for target, g in imp.groupby("target"):
+        assert g["importance"].sum() == pytest.approx(1.0) and (g["importance"] >= 0).all()
+        expected = (table.status == "completed").sum() if target.startswith("best") else len(table)
+        assert (g["trials"] == expected).all(), target
+
+
+def test_revalidation_retrains_the_top_configs_on_other_folds_and_picks_the_best_mean(finished):
+    exp, r = finished
+    table = pd.read_parquet(exp / "trials.parquet")
+    runs = pd.read_csv(exp / "revalidation.csv")
+    top2 = table.sort_values("best_cmap", ascending=False).head(2)
+    assert sorted(runs.trial_id.unique()) == sorted(top2.trial_id) and sorted(runs.fold.unique()) == [1, 2]
+    assert (runs.status == "completed").all() and (runs.epochs == spaces.get("smoke").epochs).all()
+    for _, run in runs.iterrows():  # the values re-run are the trial's own
+        row = table[table.trial_id == run.trial_id].iloc[0]
+        assert run.lr == pytest.approx(row.lr) and run.drop_rate == pytest.approx(row.drop_rate)
+    means = runs.groupby("trial_id")["best_cmap"].mean()
+    chosen = table[table.trial_id == means.idxmax()].iloc[0]
+    text = (exp / "best" / "config.yaml").read_text()
+    header = yaml.safe_load("\n".join(ln[2:] for ln in text.splitlines() if ln.startswith("# ")))
+    assert header["trial_id"] == chosen.trial_id
+    assert header["revalidation_mean_cmap"] == pytest.approx(means.max())
+    assert header["revalidation_cmap_per_fold"] == pytest.approx(
+        runs[runs.trial_id == chosen.trial_id].set_index("fold")["best_cmap"].to_dict())
+    cfg = TrainConfig.load(exp / "best" / "config.yaml")
+    assert cfg.lr == pytest.approx(chosen.lr) and cfg.fold == 0
+    assert "chosen by re-validation" in r.stdout
+
+
 def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
     exp, _ = finished
     table = pd.read_parquet(exp / "trials.parquet")
-    best = table.loc[table.best_cmap.idxmax()]
+    runs = pd.read_csv(exp / "revalidation.csv")
+    chosen = runs.groupby("trial_id")["best_cmap"].mean().idxmax()
+    best = table[table.trial_id == chosen].iloc[0]
     cfg = TrainConfig.load(exp / "best" / "config.yaml")
     assert cfg.lr == pytest.approx(best["lr"]) and cfg.drop_rate == pytest.approx(best["drop_rate"])
     assert cfg.epochs == spaces.get("smoke").epochs and cfg.model_name == "test_efficientnet"
     head = (exp / "best" / "config.yaml").read_text().splitlines()[0]
     assert head == f"# trial_id: {best['trial_id']}"
-    model = checkpoint.load(exp / "best" / "model.pt")
-    assert model["metrics"]["cmap"] == pytest.approx(best["best_cmap"]) and model["epoch"] == best["best_epoch"]
+    model = checkpoint.load(exp / "best" / "model.pt")  # from the chosen config's first re-validation fold
+    first = runs[runs.trial_id == chosen].sort_values("fold").iloc[0]
+    assert model["metrics"]["cmap"] == pytest.approx(first["best_cmap"]) and model["config"]["fold"] == first["fold"]
     r = subprocess.run([sys.executable, "-m", "core.train", "--config", str(exp / "best" / "config.yaml"),
                         "--set", "epochs=1", "--set", f"out_dir={tmp_path}", "--quiet"],
                        capture_output=True, text=True, env=ENV, timeout=300)
@@ -80,9 +135,13 @@ def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
 def test_resume_of_a_finished_experiment_changes_nothing(finished):
     exp, _ = finished
     before = pd.read_parquet(exp / "trials.parquet")
+    runs = pd.read_csv(exp / "revalidation.csv")
     r = search("--storage-path", str(exp.parent), "--name", "e2e", "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(exp / "trials.parquet"), before)
+    pd.testing.assert_frame_equal(pd.read_csv(exp / "revalidation.csv"), runs)
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == len(before)
 
 
 @pytest.mark.parametrize("args,message", [

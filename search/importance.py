@@ -1,0 +1,69 @@
+"""Parameter importances (Optuna's fANOVA evaluator) from a search's trials, for importance.csv and the report.
+
+Two targets, because ASHA leaves few trials at full length: the best-epoch cmAP of the trials that ran
+every epoch, and the cmAP every trial reached at the first rung (the grace period). Both are computed
+from the trials table, so they exist for every searcher (Ray's random search keeps no Optuna study).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pandas as pd
+
+import spaces
+
+COLUMNS = ["target", "param", "importance", "trials", "evaluator"]
+MIN_TRIALS = 3  # fANOVA on fewer points says nothing
+
+
+def distributions(space: spaces.Space) -> dict[str, optuna.distributions.BaseDistribution]:
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, d in space.distributions().items():
+        if d["kind"] == "categorical":
+            out[name] = optuna.distributions.CategoricalDistribution(d["choices"])
+        elif d["kind"] == "int":
+            out[name] = optuna.distributions.IntDistribution(d["low"], d["high"], log=d["log"], step=d["step"] or 1)
+        else:
+            out[name] = optuna.distributions.FloatDistribution(d["low"], d["high"], log=d["log"], step=d["step"])
+    return out
+
+
+def _study(points: list[tuple[dict[str, Any], float]], dists) -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    for params, value in points:
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    return study
+
+
+def importances(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any], seed: int = 0) -> pd.DataFrame:
+    """Rows of COLUMNS, one per (target, searched parameter); empty when no target has MIN_TRIALS trials."""
+    space = spaces.get(meta["space"])
+    dists = {k: v for k, v in distributions(space).items() if k in meta["searched"]}
+    if table.empty or not dists:
+        return pd.DataFrame(columns=COLUMNS)
+    rung = int(meta.get("grace_period", 1))
+    at_rung = curves[curves["epoch"] == rung].set_index("trial_id")[meta["metric"]] if not curves.empty else {}
+    targets = {
+        f"best {meta['metric']} of trials that ran all {meta['max_t']} epochs":
+            [(r, r["best_cmap"]) for _, r in table[table["status"] == "completed"].iterrows()],
+        f"{meta['metric']} at epoch {rung} (every trial that got there)":
+            [(r, at_rung[r["trial_id"]]) for _, r in table.iterrows()
+             if r["status"] != "errored" and r["trial_id"] in at_rung.index and r.get("status") != "diverged"]
+        if len(at_rung) else [],
+    }
+    rows = []
+    for target, pairs in targets.items():
+        points = [({k: _value(r[k], d) for k, d in dists.items()}, float(v)) for r, v in pairs if v == v]
+        if len(points) < MIN_TRIALS or len({v for _, v in points}) < 2:
+            continue
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        got = optuna.importance.get_param_importances(_study(points, dists), evaluator=evaluator, normalize=True)
+        rows += [dict(target=target, param=k, importance=float(v), trials=len(points), evaluator="fANOVA")
+                 for k, v in got.items()]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _value(v: Any, dist) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return int(round(v)) if isinstance(dist, optuna.distributions.IntDistribution) else v

@@ -1,0 +1,152 @@
+"""The ASHA-aware Optuna searcher driven by scripted results (no Ray trials), the random-search domains
+and parameter importances."""
+import math
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import spaces
+from search import importance, revalidate
+from search.searcher import AshaAwareOptunaSearch, make_scheduler, make_searcher, tune_domains
+
+SMOKE = spaces.get("smoke")
+
+
+def searcher(db, max_t=3, points=()):
+    return AshaAwareOptunaSearch(space=SMOKE.define, metric="cmap", mode="max", max_t=max_t, study_name="s",
+                                 db_path=str(db), points_to_evaluate=[dict(p) for p in points],
+                                 sampler=optuna.samplers.TPESampler(seed=0))
+
+
+def load(db):
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+
+
+def test_states_values_and_intermediate_values(tmp_path):
+    db = tmp_path / "optuna.db"
+    s = searcher(db, points=SMOKE.points)
+    configs = {t: s.suggest(t) for t in ("full", "cut", "nan", "err", "quiet")}
+    assert configs["full"] == SMOKE.points[0]  # the warm start comes first
+    for epoch, v in enumerate([0.5, 0.7, 0.6], 1):  # ran to max_t; its best epoch is the 2nd
+        s.on_trial_result("full", {"epoch": epoch, "cmap": v, "training_iteration": epoch})
+    s.on_trial_complete("full", {"epoch": 3, "cmap": 0.6})
+    s.on_trial_result("cut", {"epoch": 1, "cmap": 0.2})  # ASHA stops it at its first rung
+    s.on_trial_complete("cut", {"epoch": 1, "cmap": 0.2})
+    s.on_trial_result("nan", {"epoch": 1, "cmap": 0.0, "status": "diverged"})
+    s.on_trial_complete("nan", {"epoch": 1, "cmap": 0.0, "status": "diverged"})
+    s.on_trial_result("err", {"epoch": 1, "cmap": 0.4})
+    s.on_trial_complete("err", None, error=True)
+    s.on_trial_complete("quiet", {"epoch": 2, "cmap": 0.3})  # final result only through on_trial_complete
+    s.on_trial_complete("full", {"epoch": 3, "cmap": 0.6})  # told twice: ignored
+    trials = load(db).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL,
+                                         TrialState.PRUNED]
+    assert trials[0].value == 0.7 and trials[0].intermediate_values == {1: 0.5, 2: 0.7, 3: 0.6}
+    assert trials[1].value == 0.2 and trials[1].intermediate_values == {1: 0.2}  # Optuna's pruned value: last one
+    assert trials[2].value is None and trials[2].intermediate_values == {}  # a diverged score is no measurement
+    assert trials[3].intermediate_values == {1: 0.4} and trials[4].intermediate_values == {2: 0.3}
+    assert [t.params for t in trials] == list(configs.values())
+
+
+def test_a_restart_reports_epochs_once_and_a_restored_searcher_continues_the_same_study(tmp_path):
+    db = tmp_path / "optuna.db"
+    s = searcher(db)
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", {"epoch": 1, "cmap": 0.5})
+    s.on_trial_result("b", {"epoch": 1, "cmap": 0.4})
+    s.save(str(tmp_path / "searcher-state.pkl"))
+    orphan = s.suggest("c")  # asked for after the saved state: then the driver dies
+    s2 = searcher(tmp_path / "other.db")
+    s2.restore(str(tmp_path / "searcher-state.pkl"))  # optuna.db beside the state wins over the pickled path
+    s2.on_trial_result("a", {"epoch": 1, "cmap": 0.9})  # repeated after a restart from the checkpoint
+    for epoch in (2, 3):
+        s2.on_trial_result("a", {"epoch": epoch, "cmap": 0.5 + epoch / 10})
+    s2.on_trial_complete("a", {"epoch": 3, "cmap": 0.8})
+    assert s2.suggest("d") == orphan  # the orphaned Optuna trial is taken over, not left RUNNING
+    s2.on_trial_complete("b", {"epoch": 1, "cmap": 0.4})
+    s2.on_trial_complete("d", None, error=True)
+    trials = load(db).trials
+    assert len(trials) == 3
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.7, 3: 0.8} and trials[0].value == 0.8
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+
+
+def test_tpe_reads_pruned_trials_as_worse_than_completed_ones(tmp_path):
+    """What the searcher tells Optuna changes what TPE proposes: with stock handling the cut trials
+    (high one-epoch scores) would count as the best full-length results."""
+    db = tmp_path / "optuna.db"
+    s = searcher(db, max_t=3)
+    for i in range(6):
+        s.suggest(f"t{i}")
+        s.on_trial_result(f"t{i}", {"epoch": 1, "cmap": 0.9 - i / 100})
+        s.on_trial_complete(f"t{i}", {"epoch": 1, "cmap": 0.9 - i / 100})
+    study = load(db)
+    assert all(t.state == TrialState.PRUNED for t in study.trials)
+    with pytest.raises(ValueError):  # no COMPLETE trial: Optuna has no best value to hand out
+        study.best_value
+
+
+def test_random_search_domains_match_the_space_bounds():
+    finetune = spaces.get("finetune")
+    domains = tune_domains(finetune)
+    assert list(domains) == finetune.searched()
+    draws = pd.DataFrame([{k: d.sample() for k, d in domains.items()} for _ in range(3000)])
+    for name, d in finetune.distributions().items():
+        assert draws[name].min() >= d["low"] and draws[name].max() <= d["high"], name
+        if d["kind"] == "int":  # inclusive upper bound, on the step grid, as Optuna's suggest_int
+            assert draws[name].max() == d["high"] and (draws[name] % d["step"] == d["low"] % d["step"]).all()
+    assert (draws["lr"] < 3e-5).mean() > 0.3  # log-uniform: a third of the draws below lr 3e-5 of [1e-5, 3e-4]
+
+
+def test_factories_refuse_unknown_names():
+    with pytest.raises(ValueError, match="unknown searcher 'grid'"):
+        make_searcher("grid", SMOKE, max_t=3, seed=0, study_name="x", db_path=None, concurrency=1)
+    with pytest.raises(ValueError, match="unknown scheduler 'pbt'"):
+        make_scheduler("pbt", max_t=3, grace_period=1, reduction_factor=2)
+
+
+def _table(n=8):
+    rows, curves = [], []
+    for i in range(n):
+        lr, drop = 1e-3 * (1 + i), 0.05 * ((5 * i) % n)  # drop_rate uncorrelated with lr
+        score = 0.5 + 20 * lr  # driven by lr only
+        status = "completed" if i % 2 else "stopped_early"
+        rows.append(dict(trial_id=f"t{i}", trial_index=i, lr=lr, drop_rate=drop, best_cmap=score, status=status))
+        curves += [dict(trial_id=f"t{i}", trial_index=i, epoch=e, cmap=score - (3 - e) / 100)
+                   for e in range(1, (3 if i % 2 else 1) + 1)]
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def test_importance_finds_the_parameter_that_drives_the_score():
+    table, curves = _table()
+    meta = dict(space="smoke", searched=["lr", "drop_rate"], metric="cmap", max_t=3, grace_period=1)
+    imp = importance.importances(table, curves, meta)
+    assert set(imp["param"]) == {"lr", "drop_rate"} and imp["target"].nunique() == 2
+    for target, g in imp.groupby("target"):
+        assert g["importance"].sum() == pytest.approx(1.0)
+        assert g.set_index("param")["importance"]["lr"] > 0.5, target
+    assert set(imp["trials"]) == {4, 8}  # completed trials only / every trial at the first rung
+    few = importance.importances(table.head(2), curves[curves.trial_index < 2], meta)
+    assert few.empty and list(few.columns) == importance.COLUMNS
+
+
+def test_revalidation_candidates_and_ranking():
+    table, _ = _table()
+    table.loc[7, "status"] = "errored"
+    cands = revalidate.candidates(table, 3)
+    assert cands["trial_index"].tolist() == [6, 5, 4]  # the best scores, the errored trial 7 left out
+    items = revalidate.runs(table, ["lr", "drop_rate"], 2, [1, 2])
+    assert [(i["trial_index"], i["fold"]) for i in items] == [(6, 1), (6, 2), (5, 1), (5, 2)]
+    assert items[0]["params"] == {"lr": pytest.approx(0.007), "drop_rate": pytest.approx(0.3)}
+    runs = pd.DataFrame([dict(trial_id="t6", trial_index=6, fold=1, best_cmap=0.60, status="completed"),
+                         dict(trial_id="t6", trial_index=6, fold=2, best_cmap=0.70, status="completed"),
+                         dict(trial_id="t5", trial_index=5, fold=1, best_cmap=0.66, status="completed"),
+                         dict(trial_id="t5", trial_index=5, fold=2, best_cmap=0.68, status="completed"),
+                         dict(trial_id="t4", trial_index=4, fold=1, best_cmap=0.99, status="completed"),
+                         dict(trial_id="t4", trial_index=4, fold=2, best_cmap=0.0, status="errored")])
+    rank = revalidate.ranking(runs, [1, 2])
+    assert rank["trial_index"].tolist() == [5, 6, 4]  # mean 0.67 beats 0.65; t4 lacks a fold
+    assert rank.loc[0, "mean_cmap"] == pytest.approx(0.67) and math.isnan(rank.loc[2, "mean_cmap"])
+    assert rank.loc[0, "per_fold"] == {1: 0.66, 2: 0.68}
