@@ -110,9 +110,9 @@ def _write_table(exp: str, name: str, df: pd.DataFrame) -> None:
 
 
 def export(exp: str, quiet: bool = False) -> pd.DataFrame:
-    """Write trials.parquet/csv, curves.csv, importance.csv, revalidation.csv (if re-validated) and best/
-    for experiment folder or URI `exp`. Returns the trials table."""
-    from search import importance, revalidate
+    """Write trials.parquet/csv, curves.csv, importance.csv, revalidation.csv (if re-validated), best/ and
+    report.html with its PNGs for experiment folder or URI `exp`. Returns the trials table."""
+    from search import importance
 
     meta = read_meta(exp)
     table, analysis = trial_table(exp, meta)
@@ -122,16 +122,28 @@ def export(exp: str, quiet: bool = False) -> pd.DataFrame:
     _write_table(exp, "trials.csv", table)
     curves = curve_table(analysis, table, meta["metric"])
     _write_table(exp, "curves.csv", curves)
-    _write_table(exp, "importance.csv", importance.importances(table, curves, meta))
+    imp = importance.importances(table, curves, meta)
+    _write_table(exp, "importance.csv", imp)
     study = meta.get("study")
     if study and os.path.isfile(study) and storage.is_uri(exp):  # SQLite lived locally; keep a copy with the trials
         storage.write_bytes(storage.join(exp, os.path.basename(study)), Path(study).read_bytes())
+    runs = _write_best(exp, meta, table, analysis, quiet)
+    from search import report
+
+    report.write(exp, meta, table, curves, imp, runs)
+    return table
+
+
+def _write_best(exp: str, meta: dict[str, Any], table: pd.DataFrame, analysis, quiet: bool):
+    """best/config.yaml and best/model.pt (and revalidation.csv); returns the re-validation runs or None."""
+    from search import revalidate
+
     ok = table[table["status"].isin(revalidate.OK)] if not table.empty else table
     ok = ok[ok["best_cmap"].notna()] if not ok.empty else ok
     if ok.empty:
         if not quiet:
             print(f"no trial has a result yet; wrote {storage.join(exp, 'trials.csv')}")
-        return table
+        return None
     best = ok.loc[ok["best_cmap"].idxmax()]
     best_meta = {"trial_id": best["trial_id"], "best_cmap": float(best["best_cmap"]),
                  "best_epoch": int(best["best_epoch"]), "status": best["status"]}
@@ -160,7 +172,7 @@ def export(exp: str, quiet: bool = False) -> pd.DataFrame:
     storage.write_text(storage.join(exp, "best", "config.yaml"), header + yaml.safe_dump(cfg, sort_keys=False))
     if ckpt is not None:
         _write_model(exp, ckpt)
-    return table
+    return runs
 
 
 def _write_model(exp: str, ckpt) -> None:
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(table, meta["searched"]))
-    print(f"wrote trials.parquet, trials.csv and best/ under {exp}")
+    print(f"wrote trials.parquet/csv, curves.csv, importance.csv, best/ and report.html (with its PNGs) under {exp}")
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per in-memory study
 import pandas as pd
 
 import spaces

@@ -1,7 +1,14 @@
-"""One line per finished trial instead of Ray's tables: what ended, how, and the best so far."""
+"""What the driver prints while a search runs, instead of Ray's tables.
+
+On a terminal: a compact block redrawn in place (trials running / stopped early / completed / errored,
+the best cmAP so far with its config, elapsed time, an estimate of the time left, the dashboard URL),
+with one line above it per finished trial. Elsewhere (CI, a log file): only those lines, no escapes.
+"""
 from __future__ import annotations
 
+import sys
 import time
+from typing import Any, TextIO
 
 from ray import tune
 
@@ -9,34 +16,126 @@ import spaces
 from search.export import trial_status
 
 
-class TrialLines(tune.Callback):
-    def __init__(self, max_t: int, total: int):
-        self.max_t, self.total, self.t0 = max_t, total, time.time()
-        self.best = float("-inf")
-        self.done = 0
+def duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+class LiveView(tune.Callback):
+    REDRAW_S = 1.0
+
+    def __init__(self, max_t: int, total: int, searched: list[str], dashboard: str | None = None,
+                 out: TextIO | None = None, tty: bool | None = None, clock=time.time):
+        self.max_t, self.total, self.searched, self.dashboard = max_t, total, searched, dashboard
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
+        self.clock = clock
+        self.t0 = clock()
+        self.counts = {"completed": 0, "stopped_early": 0, "diverged": 0, "errored": 0}
+        self.running: dict[str, int] = {}  # trial_id -> last epoch
         self.trial_best: dict[str, float] = {}
+        self.best: tuple[float, str, int, dict[str, Any]] | None = None  # cmap, trial, epoch, config
+        self.finished = 0
+        self._drawn = 0  # lines of the block on screen
+        self._last_draw = 0.0
+
+    # --- Tune callbacks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running[trial.trial_id] = 0
+        self._redraw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.running[trial.trial_id] = int(result.get(spaces.TIME_ATTR, 0))
         value = result.get(spaces.METRIC)
-        if value is not None:
-            self.trial_best[trial.trial_id] = max(self.trial_best.get(trial.trial_id, float("-inf")), value)
-
-    def _line(self, trial, how: str) -> None:
-        self.done += 1
-        mine = self.trial_best.get(trial.trial_id, float("nan"))
-        if mine == mine:
-            self.best = max(self.best, mine)
-        elapsed = time.time() - self.t0
-        print(f"[{elapsed:6.0f}s] trial {self.done:>3}/{self.total} {how:<28} cmap {mine:.4f}   best so far "
-              f"{self.best:.4f}", flush=True)
+        if value is None or result.get("status") == "diverged":
+            return
+        self.trial_best[trial.trial_id] = max(self.trial_best.get(trial.trial_id, float("-inf")), value)
+        if self.best is None or value > self.best[0]:
+            config = {k: trial.config[k] for k in self.searched if k in trial.config}
+            self.best = (float(value), trial.trial_id, int(result.get(spaces.TIME_ATTR, 0)), config)
+        self._redraw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        epoch = last.get(spaces.TIME_ATTR, 0)
+        epoch = int(last.get(spaces.TIME_ATTR, 0))
         status = trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")
+        if status == "unfinished":  # the search ended around it (time budget): counted as stopped early
+            status = "stopped_early"
         how = {"diverged": f"diverged at epoch {epoch}", "completed": f"completed {epoch} epochs",
                "stopped_early": f"stopped early at epoch {epoch}"}[status]
-        self._line(trial, how)
+        self._finish(trial, status, how)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, "errored")
+        self._finish(trial, "errored", "errored")
+
+    def on_step_end(self, iteration, trials, **info):
+        self._redraw()
+
+    def on_experiment_end(self, trials, **info):
+        self._redraw(force=True)
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+        self._drawn = 0
+
+    # --- drawing -------------------------------------------------------------------------------
+    def _finish(self, trial, status: str, how: str) -> None:
+        self.running.pop(trial.trial_id, None)
+        self.counts[status] += 1
+        self.finished += 1
+        mine = self.trial_best.get(trial.trial_id, float("nan"))
+        best = self.best[0] if self.best else float("nan")
+        line = (f"[{duration(self.clock() - self.t0):>6}] trial {self.finished:>3}/{self.total} {how:<26} "
+                f"cmap {mine:.4f}   best so far {best:.4f}")
+        self._clear()
+        self.out.write(line + "\n")
+        self.out.flush()
+        self._redraw(force=True)
+
+    def eta(self) -> float | None:
+        """Seconds left, from the pace of finished trials so far; None before the first one finishes."""
+        if not self.finished:
+            return None
+        elapsed = self.clock() - self.t0
+        return max(0.0, (self.total - self.finished) * elapsed / self.finished)
+
+    def block(self) -> list[str]:
+        elapsed = self.clock() - self.t0
+        eta = self.eta()
+        c = self.counts
+        lines = [f"birdtune  {self.finished}/{self.total} trials done | running {len(self.running)} | "
+                 f"stopped early {c['stopped_early']} | completed {c['completed']} | errored {c['errored']}"
+                 + (f" | diverged {c['diverged']}" if c["diverged"] else "")
+                 + f" | elapsed {duration(elapsed)} | left " + (f"~{duration(eta)}" if eta is not None else "?")]
+        if self.best:
+            value, trial_id, epoch, config = self.best
+            lines.append(f"best cmap {value:.4f} (trial {trial_id}, epoch {epoch}): "
+                         + " ".join(f"{k}={_value(v)}" for k, v in config.items()))
+        else:
+            lines.append("best cmap: no epoch finished yet")
+        if self.dashboard:
+            lines.append(f"dashboard {self.dashboard}  (sign in with the token from `ray get-auth-token`)")
+        return lines
+
+    def _clear(self) -> None:
+        if self.tty and self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")  # to the block's first line, erase to the end
+            self._drawn = 0
+
+    def _redraw(self, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = self.clock()
+        if not force and now - self._last_draw < self.REDRAW_S:
+            return
+        self._clear()
+        lines = self.block()
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn, self._last_draw = len(lines), now

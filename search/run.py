@@ -86,6 +86,7 @@ class Plan:
     num_samples: int
     epochs: int
     meta: dict[str, Any]
+    dashboard: str | None = None  # its URL, once Ray has started
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -314,8 +315,17 @@ def start_ray(plan: Plan) -> None:
                        dashboard_host=args.dashboard_host, **kw)
     url = getattr(ctx, "dashboard_url", None)
     if url:
-        print(f"birdtune: Ray dashboard at http://{url}  (trials show as actors with logs; sign in with the "
-              f"token printed by `ray get-auth-token`)", flush=True)
+        plan.dashboard = f"http://{url}"
+        print(f"birdtune: Ray dashboard at {plan.dashboard}  (Cluster -> Actors: one per trial, with its logs)",
+              flush=True)
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
+            print("birdtune: the dashboard asks for a token: run `ray get-auth-token` on this machine and paste "
+                  "what it prints into the dashboard's sign-in box", flush=True)
+
+
+def write_meta(plan: Plan) -> None:
+    """search.yaml: what export, --resume and the report read back."""
+    storage.write_text(storage.join(plan.exp, META_FILE), yaml.safe_dump(plan.meta, sort_keys=False))
 
 
 def _trainable(plan: Plan):
@@ -383,14 +393,15 @@ def build_tuner(plan: Plan, make=make_search):
 def _run_config(plan: Plan, name: str, storage_path: str, total: int | None = None):
     from ray import tune
 
-    from search.progress import TrialLines
+    from search.progress import LiveView
 
     args = plan.args
     return tune.RunConfig(name=name, storage_path=storage_path,
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                           failure_config=tune.FailureConfig(max_failures=args.max_failures),
                           verbose=2 if args.verbose else 0,
-                          callbacks=[] if args.verbose else [TrialLines(plan.epochs, total or plan.num_samples)])
+                          callbacks=[] if args.verbose else [LiveView(plan.epochs, total or plan.num_samples,
+                                                                               plan.searched, plan.dashboard)])
 
 
 def _revalidate(plan: Plan) -> bool:
@@ -432,13 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # with num_to_keep=1 every checkpoint forces a state snapshot; Ray warns about that each time
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not args.verbose:  # Ray's legacy reporter at verbose=0 prints nothing: the LiveView speaks instead
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
         start_ray(plan)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.resume:
-        storage.write_text(storage.join(plan.exp, META_FILE), yaml.safe_dump(plan.meta, sort_keys=False))
+        write_meta(plan)
     tuner = build_tuner(plan)
     interrupted = False
     try:
@@ -465,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             print("chosen by re-validation:\n" + "\n".join(ln for ln in head.splitlines() if ln.startswith("#")))
         print(f"exported: {best_cfg} (retrain: python -m core.train --config {best_cfg}), "
               f"{storage.join(plan.exp, 'best', 'model.pt')}, trials.parquet, trials.csv")
+    if storage.exists(storage.join(plan.exp, "report.html")):
+        print(f"report: {storage.join(plan.exp, 'report.html')}")
     if interrupted or counts.get("unfinished"):
         print(f"interrupted: continue with  python -m search.run --name {plan.name} --resume"
               + (f" --storage-path {args.storage_path}" if args.storage_path != "./results" else ""))

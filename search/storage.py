@@ -65,3 +65,7 @@ def check_writable(path: str) -> str | None:
     except Exception as e:  # permission, missing bucket, bad credentials, read-only mount, ...
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     return None
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]

@@ -1,0 +1,187 @@
+"""report.html (one self-contained file, opens offline) and its PNGs from an experiment's exported tables:
+learning curves with ASHA's rungs, parameters vs cmAP, importances, the best config vs the notebook's, cost."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from datetime import datetime
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+import spaces  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from search import storage  # noqa: E402
+
+COLORS = {"completed": "#2b8a3e", "stopped_early": "#e8590c", "diverged": "#c92a2a", "errored": "#868e96",
+          "unfinished": "#1c7ed6"}
+PLOTS = ("curves.png", "params.png", "importance.png")
+
+
+def rungs(meta: dict[str, Any]) -> list[int]:
+    """The epochs at which ASHA compares trials: grace * rf^k below max_t (none without ASHA)."""
+    if meta.get("scheduler", "asha") != "asha":
+        return []
+    out, t = [], int(meta["grace_period"])
+    while t < meta["max_t"]:
+        out.append(t)
+        t *= int(meta["reduction_factor"])
+    return out
+
+
+def notebook_values() -> dict[str, Any]:
+    """The notebook's CFG: TrainConfig's defaults with the notebook's fine-tuning values on top."""
+    from spaces.finetune import NOTEBOOK
+
+    return {**TrainConfig().to_dict(), **NOTEBOOK}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any]) -> bytes:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    status = dict(zip(table["trial_id"], table["status"]))
+    seen: set[str] = set()
+    for trial_id, g in curves.groupby("trial_id", sort=False):
+        s = status.get(trial_id, "unfinished")
+        ax.plot(g["epoch"], g[meta["metric"]], marker="o", ms=3, lw=1.2, alpha=0.85, color=COLORS[s],
+                label=s.replace("_", " ") if s not in seen else None)
+        seen.add(s)
+    for i, r in enumerate(rungs(meta)):
+        ax.axvline(r, color="#495057", ls="--", lw=0.8, label="ASHA rung" if i == 0 else None)
+    ax.set(xlabel="epoch", ylabel=meta["metric"], title=f"learning curves of {len(table)} trials",
+           xlim=(0.5, meta["max_t"] + 0.5))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def params_plot(table: pd.DataFrame, meta: dict[str, Any]) -> bytes:
+    dists = spaces.get(meta["space"]).distributions()
+    names = [n for n in meta["searched"] if n in table]
+    cols = min(3, len(names)) or 1
+    rows = math.ceil(len(names) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for s, g in table.groupby("status"):
+            ax.scatter(g[name], g["best_cmap"], s=22, color=COLORS.get(s, "#000"), label=s.replace("_", " "))
+        if dists.get(name, {}).get("log"):
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel=f"best {meta['metric']}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("each searched parameter against the trial's best cmAP")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def importance_plot(imp: pd.DataFrame) -> bytes:
+    targets = list(dict.fromkeys(imp["target"])) if not imp.empty else []
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(5 * max(1, len(targets)), 3.2), squeeze=False)
+    if not targets:
+        axes[0, 0].text(0.5, 0.5, "too few finished trials for importances", ha="center", va="center")
+        axes[0, 0].axis("off")
+    for ax, target in zip(axes[0], targets):
+        g = imp[imp["target"] == target].sort_values("importance")
+        ax.barh(g["param"], g["importance"], color="#1c7ed6")
+        ax.set(xlabel="fANOVA importance", title=f"{target}\n({int(g['trials'].iloc[0])} trials)", xlim=(0, 1))
+        ax.title.set_fontsize(8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def cost(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    """Trial-epochs and device hours spent, and what every trial at full length would have cost."""
+    gpus, cpus = float(meta.get("gpus_per_trial") or 0), float(meta.get("cpus_per_trial") or 1)
+    unit, per = ("GPU", gpus) if gpus else ("CPU", cpus)
+    epochs = int(table["epochs"].sum()) if not table.empty else 0
+    hours = float(table["wall_s"].sum()) * per / 3600 if not table.empty else 0.0
+    full = len(table) * int(meta["max_t"])
+    per_epoch_h = hours / epochs if epochs else 0.0
+    return dict(unit=unit, trials=len(table), trial_epochs=epochs, hours=hours, full_epochs=full,
+                full_hours=per_epoch_h * full, saved=1 - epochs / full if full else 0.0)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build(exp: str, meta: dict[str, Any], table: pd.DataFrame, curves: pd.DataFrame, imp: pd.DataFrame,
+          best_cfg_text: str | None, revalidation: pd.DataFrame | None) -> dict[str, bytes]:
+    """{file name: bytes} of report.html and the PNGs it embeds."""
+    pngs = {"curves.png": curves_plot(table, curves, meta), "params.png": params_plot(table, meta),
+            "importance.png": importance_plot(imp)}
+    c = cost(table, curves, meta)
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    best_rows = []
+    header = {}
+    if best_cfg_text:
+        header = yaml.safe_load("\n".join(ln[2:] for ln in best_cfg_text.splitlines() if ln.startswith("# "))) or {}
+        chosen = yaml.safe_load(best_cfg_text) or {}
+        nb = notebook_values()
+        keys = list(meta["searched"]) + [k for k in ("epochs", "batch_size", "model_name", "img_size", "loss",
+                                                     "mixup_p", "lr_schedule") if k not in meta["searched"]]
+        best_rows = [dict(parameter=k, best=chosen.get(k), notebook=nb.get(k),
+                          searched="yes" if k in meta["searched"] else "") for k in keys]
+    img = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
+                  for n, b in pngs.items())
+    top = table.sort_values("best_cmap", ascending=False).head(10)[
+        ["trial_index", "status", "epochs", "best_cmap", *meta["searched"], "wall_s"]] if not table.empty else table
+    parts = [
+        f"<h1>birdtune report: {html.escape(storage.basename(exp))}</h1>",
+        f"<p>space <b>{html.escape(meta['space'])}</b>, searcher {html.escape(str(meta.get('searcher', 'tpe')))}, "
+        f"scheduler {html.escape(str(meta.get('scheduler', 'asha')))}, {len(table)} trials of up to {meta['max_t']} "
+        f"epochs ({', '.join(f'{v} {k.replace(chr(95), chr(32))}' for k, v in counts.items())}); "
+        f"written {datetime.now():%Y-%m-%d %H:%M}</p>",
+        "<h2>Best config</h2>",
+        (f"<p>trial {html.escape(str(header.get('trial_id', '')))}: best {meta['metric']} "
+         f"{header.get('best_cmap', header.get('search_best_cmap', float('nan'))):.4f}"
+         + (f"; re-validated mean {header['revalidation_mean_cmap']:.4f} over folds "
+            f"{', '.join(str(k) for k in header.get('revalidation_cmap_per_fold', {}))}"
+            if "revalidation_mean_cmap" in header else "") + "</p>" + _table_html(pd.DataFrame(best_rows)))
+        if best_rows else "<p>no trial has a result yet</p>",
+        "<h2>Cost</h2>",
+        f"<p>{c['trial_epochs']} trial-epochs and {c['hours']:.2f} {c['unit']} hours; every trial at full length "
+        f"(a grid of the same {c['trials']} configs) would have cost {c['full_epochs']} trial-epochs and about "
+        f"{c['full_hours']:.2f} {c['unit']} hours: {100 * c['saved']:.0f}% saved by early stopping.</p>",
+        "<h2>Plots</h2>", img,
+        "<h2>Top trials</h2>", _table_html(top),
+    ]
+    if revalidation is not None and not revalidation.empty:
+        parts += ["<h2>Re-validation</h2>", _table_html(revalidation.drop(columns=["run_id"], errors="ignore"))]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#212529}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #dee2e6;padding:3px 8px}"
+             "th{background:#f1f3f5}img{max-width:100%}figure{margin:1em 0}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>birdtune report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    return {"report.html": page.encode(), **pngs}
+
+
+def write(exp: str, meta: dict[str, Any], table: pd.DataFrame, curves: pd.DataFrame, imp: pd.DataFrame,
+          revalidation: pd.DataFrame | None) -> str:
+    best_cfg_text = storage.read_text(storage.join(exp, "best", "config.yaml"))
+    for name, data in build(exp, meta, table, curves, imp, best_cfg_text, revalidation).items():
+        storage.write_bytes(storage.join(exp, name), data)
+    return storage.join(exp, "report.html")

@@ -1,0 +1,70 @@
+"""The Ray dashboard of a running search, opened in headless Chromium: token sign-in, trial actors shown."""
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import browser
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):
+    browser.require_browser()
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", "--space", "smoke", "--storage-path", str(tmp_path),
+                             "--name", "dash", "--num-samples", "40", "--concurrency", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                            start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
+    out: list[str] = []
+    try:
+        url, deadline = None, time.time() + 120
+        while time.time() < deadline and not (url and any("trial " in ln for ln in out)):
+            try:
+                out.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            m = re.search(r"Ray dashboard at (http://\S+)", out[-1])
+            url = url or (m and m.group(1))
+        assert url, "".join(out)[-3000:]
+        assert any("ray get-auth-token" in ln for ln in out)  # how to sign in is printed next to the URL
+        # authentication stays on: the API refuses a request without the token
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/actors", timeout=10)
+        assert refused.value.code == 401
+        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+        token = subprocess.run([ray_cli, "get-auth-token"], capture_output=True, text=True, env=ENV,
+                               timeout=60).stdout.strip().splitlines()[-1]
+        with browser.page() as page:
+            page.goto(f"{url}/#/actors")
+            box = page.get_by_placeholder("Enter your authentication token")
+            box.wait_for(timeout=30_000)  # the sign-in dialog, as a user sees it first
+            box.fill(token)
+            page.keyboard.press("Enter")  # the page reloads with the token's cookie set
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{url}/#/actors")
+            page.get_by_text("ImplicitFunc").first.wait_for(timeout=30_000)  # Tune's function-trainable actor
+            time.sleep(1)
+            body = page.inner_text("body")
+            shot = browser.screenshot(page, "dashboard.png")
+        assert "Authentication Token Required" not in body
+        assert "train_trial" in body  # the actor's repr names our trainable
+        assert re.search(r"TOTAL\s*x\s*\d+", body, re.I) and re.search(r"ALIVE|DEAD", body), body[:2000]
+        assert shot.stat().st_size > 10_000
+    finally:
+        proc.send_signal(signal.SIGINT)  # ends the search as Ctrl-C does
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

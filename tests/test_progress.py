@@ -1,0 +1,72 @@
+"""The driver's live view, driven by scripted Tune callbacks: a redrawn block on a terminal, plain lines elsewhere."""
+import io
+from types import SimpleNamespace
+
+from search.progress import LiveView, duration
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def trial(tid, lr, last=None):
+    return SimpleNamespace(trial_id=tid, config={"lr": lr, "drop_rate": 0.25}, last_result=last or {})
+
+
+def drive(view, clock):
+    a, b, c = trial("a", 0.01), trial("b", 0.002), trial("c", 0.1)
+    for t in (a, b):
+        view.on_trial_start(0, [], t)
+    clock.t += 5
+    view.on_trial_result(0, [], a, {"epoch": 1, "cmap": 0.70})
+    view.on_trial_result(0, [], b, {"epoch": 1, "cmap": 0.60})
+    clock.t += 5
+    b.last_result = {"epoch": 1, "cmap": 0.60}
+    view.on_trial_complete(0, [], b)  # ASHA cut it at epoch 1 of 3
+    view.on_trial_start(0, [], c)
+    view.on_trial_result(0, [], c, {"epoch": 1, "cmap": 0.0, "status": "diverged"})
+    c.last_result = {"epoch": 1, "cmap": 0.0, "status": "diverged"}
+    view.on_trial_complete(0, [], c)
+    clock.t += 10
+    view.on_trial_result(0, [], a, {"epoch": 3, "cmap": 0.80})
+    a.last_result = {"epoch": 3, "cmap": 0.80}
+    view.on_trial_complete(0, [], a)
+    view.on_experiment_end([])
+    return view
+
+
+def test_off_a_terminal_one_plain_line_per_finished_trial():
+    clock, out = Clock(), io.StringIO()
+    drive(LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=False, clock=clock), clock)
+    lines = out.getvalue().splitlines()
+    assert "\x1b" not in out.getvalue() and len(lines) == 3
+    assert lines[0] == "[   10s] trial   1/4 stopped early at epoch 1   cmap 0.6000   best so far 0.7000"
+    assert "diverged at epoch 1" in lines[1] and "cmap nan" in lines[1]  # a diverged score is never "best"
+    assert lines[2].startswith("[   20s] trial   3/4 completed 3 epochs") and lines[2].endswith("best so far 0.8000")
+
+
+def test_on_a_terminal_the_block_is_redrawn_in_place():
+    clock, out = Clock(), io.StringIO()
+    view = drive(LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=True, clock=clock), clock)
+    text = out.getvalue()
+    assert "\x1b[3F\x1b[J" in text  # moved up over the 3-line block and erased it before redrawing
+    final = text.rsplit("\x1b[J", 1)[1].splitlines()
+    assert final[0] == ("birdtune  3/4 trials done | running 0 | stopped early 1 | completed 1 | errored 0 | "
+                        "diverged 1 | elapsed 20s | left ~7s")
+    assert final[1] == "best cmap 0.8000 (trial a, epoch 3): lr=0.01 drop_rate=0.25"
+    assert final[2].startswith("dashboard http://127.0.0.1:8265") and "ray get-auth-token" in final[2]
+    # the finished-trial lines stay on screen above the block
+    assert text.count("trial   1/4 stopped early") == 1 and "trial   3/4 completed 3 epochs" in text
+
+
+def test_before_any_result_the_block_says_so_and_has_no_estimate():
+    clock, out = Clock(), io.StringIO()
+    view = LiveView(3, 4, ["lr"], None, out=out, tty=True, clock=clock)
+    view.on_trial_start(0, [], trial("a", 0.01))
+    assert view.block() == ["birdtune  0/4 trials done | running 1 | stopped early 0 | completed 0 | errored 0 | "
+                            "elapsed 0s | left ?", "best cmap: no epoch finished yet"]
+    assert duration(59) == "59s" and duration(61) == "1m01s" and duration(3 * 3600 + 120) == "3h02m"
