@@ -61,6 +61,8 @@ class TrainConfig:
     amp: str = "auto"  # 'auto' (fp16 on CUDA, fp32 on CPU) | 'fp16' | 'bf16' | 'off'
     deterministic: bool = False  # deterministic cuDNN kernels (no cudnn.benchmark)
     num_workers: int = 0  # DataLoader worker processes
+    memory_limit_gb: float = 16.0  # decoded images above this size are read from disk per batch (0 = no limit)
+    compile: bool = False  # torch.compile the model (CUDA: faster steps after a compile of a minute or so)
     seed: int = 123  # the notebook's seed_everything(123)
     out_dir: str = "results/train"  # where config.yaml, metrics.csv, best.pt and last.pt go
 

@@ -177,12 +177,46 @@ def decode_images(paths: list[str], img_size: int, workers: int | None = None, p
     return np.stack(imgs)
 
 
+class LazyImages:
+    """(N, H, W) uint8 images decoded from disk on every access, for data sets whose decoded size is
+    above the memory limit: indexable like the array (an index or an integer array), never held."""
+
+    def __init__(self, paths: list[str], img_size: int, hw: tuple[int, int]):
+        self.paths, self.img_size = list(paths), img_size
+        self.shape = (len(self.paths), *hw)
+        self.dtype, self.ndim, self.nbytes = np.dtype(np.uint8), 3, 0  # nothing resident
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _one(self, i: int) -> np.ndarray:
+        img = decode_image(self.paths[i], self.img_size)
+        if img is None:
+            raise DataError(f"image could not be decoded: {self.paths[i]}")
+        if img.shape != self.shape[1:]:
+            raise DataError(f"{self.paths[i]} is {img.shape} after resizing, the others {self.shape[1:]}; "
+                            "cut spectrograms into chunks of one duration")
+        return img
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._one(int(key))
+        idx = np.asarray(key)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise TypeError("LazyImages takes an index or a 1-d integer array")
+        if len(idx) == 0:
+            return np.zeros((0, *self.shape[1:]), np.uint8)
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # cv2 releases the GIL
+            return np.stack(list(pool.map(self._one, idx.tolist())))
+
+
 @dataclass
 class DecodedData:
-    """A validated table and all its images decoded once; what a search shares with every trial."""
+    """A validated table and its images, decoded once (or read lazily above the memory limit);
+    what a search shares with every trial."""
 
     table: pd.DataFrame  # path, label, fold, label_name, group; row i is images[i]
-    images: np.ndarray  # (N, H, W) uint8
+    images: np.ndarray | LazyImages  # (N, H, W) uint8
     num_classes: int
     img_size: int
     csv: str
@@ -191,11 +225,29 @@ class DecodedData:
     def nbytes(self) -> int:
         return int(self.images.nbytes)
 
+    @property
+    def lazy(self) -> bool:
+        return isinstance(self.images, LazyImages)
 
-def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bool = False) -> DecodedData:
+
+def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bool = False,
+              memory_limit_gb: float = 0.0) -> DecodedData:
+    """Decode every image of the CSV into one shared array; when that array would exceed
+    memory_limit_gb (> 0), read images from disk on access instead of failing for lack of memory."""
     table, num_classes = read_table(csv, num_classes)
-    images = decode_images(table["path"].tolist(), img_size, progress=progress)
+    paths = table["path"].tolist()
     keep = ["path", "image_path", "label", "fold", "label_name", "group"]
+    if memory_limit_gb > 0 and paths:
+        first = decode_image(paths[0], img_size)
+        if first is None:
+            raise DataError(f"1 image(s) could not be decoded: {paths[0]}")
+        if len(paths) * first.size > memory_limit_gb * 1e9:
+            missing = [p for p in paths if not os.path.isfile(p)]
+            if missing:
+                raise DataError(f"{len(missing)} image(s) could not be decoded: {_first(missing)}")
+            images = LazyImages(paths, img_size, first.shape)
+            return DecodedData(table[keep], images, num_classes, img_size, str(Path(csv).resolve()))
+    images = decode_images(paths, img_size, progress=progress)
     return DecodedData(table[keep], images, num_classes, img_size, str(Path(csv).resolve()))
 
 

@@ -129,7 +129,8 @@ def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = 
     if data is None:
         if not cfg.csv:
             raise DataError("csv is empty; give a CSV path (core.train and search.run fill in the demo data)")
-        data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=progress)
+        data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=progress,
+                         memory_limit_gb=cfg.memory_limit_gb)
     if data.img_size != cfg.img_size:
         raise ConfigError(f"img_size={cfg.img_size} but the shared images were decoded at {data.img_size} px")
     num_classes = cfg.num_classes or data.num_classes
@@ -191,6 +192,8 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
                         init_checkpoint="" if resume_from else cfg.init_checkpoint)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
+    # the compiled module shares its parameters with `model`: checkpoints save and load `model` unchanged
+    net = torch.compile(model) if cfg.compile else model
     criterion = build_loss(cfg.loss, cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
@@ -222,7 +225,7 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
         if augmenter is not None:
             gen = torch.Generator(device=device)
             aug = lambda x, step: augmenter(x, gen.manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + step))  # noqa: E731
-        train_loss = _train_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, device, dtype,
+        train_loss = _train_epoch(net, train_loader, criterion, optimizer, scheduler, scaler, device, dtype,
                                   cfg.grad_accum, memory_format, progress, f"epoch {epoch}/{cfg.epochs}", aug)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
@@ -236,7 +239,7 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
             if report:
                 report(row, None)  # no checkpoint of non-finite weights
             break
-        val_loss, probs, labels = _evaluate(model, val_loader, criterion, device, dtype, memory_format)
+        val_loss, probs, labels = _evaluate(net, val_loader, criterion, device, dtype, memory_format)
         row.update(val_loss=val_loss, **all_metrics(probs, labels), status="ok")
         if row["cmap"] >= best_cmap:  # >= as in the notebook: later ties win
             best_cmap, best_epoch = row["cmap"], epoch

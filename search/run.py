@@ -224,10 +224,16 @@ def _load(cfg: TrainConfig) -> DecodedData:
     from core.data import load_data, split_folds
 
     t0 = time.perf_counter()
-    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True)
+    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True, memory_limit_gb=cfg.memory_limit_gb)
     split_folds(data.table, cfg.fold)
-    print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) decoded once into "
-          f"{data.nbytes / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; shared with every trial")
+    if data.lazy:
+        h, w = data.images.shape[1:]
+        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) would take "
+              f"{len(data.table) * h * w / 1e9:.1f} GB decoded, above memory_limit_gb={cfg.memory_limit_gb:g}: "
+              "every trial reads them from disk per batch (slower; raise the limit if memory allows)")
+    else:
+        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) decoded once into "
+              f"{data.nbytes / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; shared with every trial")
     return data
 
 
@@ -356,7 +362,7 @@ def make_search(plan: Plan, n: int):
     meta = plan.meta
     searcher, param_space = make_searcher(meta.get("searcher", "tpe"), plan.space, max_t=plan.epochs,
                                           seed=meta["seed"], study_name=plan.name, db_path=meta.get("study"),
-                                          concurrency=n)
+                                          concurrency=n, num_samples=plan.num_samples)
     scheduler = make_scheduler(meta.get("scheduler", "asha"), max_t=plan.epochs, grace_period=meta["grace_period"],
                                reduction_factor=meta["reduction_factor"])
     return searcher, param_space, scheduler

@@ -28,6 +28,6 @@ SPACE = Space(
     base=dict(lr_schedule="none"),
     epochs=30, grace_period=2, reduction_factor=3, num_samples=32,
     points=[NOTEBOOK],
-    demo=dict(epochs=8, grace_period=1, reduction_factor=3, num_samples=16),
+    demo=dict(epochs=8, grace_period=1, reduction_factor=4, num_samples=16),
     init_from_demo_base=True,
 )

@@ -45,3 +45,14 @@ def screenshot(pg, name: str, full_page: bool = False) -> Path:
     path = SHOTS / name
     pg.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+if __name__ == "__main__":  # python tests/browser.py PAGE_OR_FILE OUT.png [--full]: the README's screenshots
+    import sys
+
+    target = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1]).resolve().as_uri()
+    with page(1200, 900) as pg:
+        pg.goto(target)
+        pg.wait_for_load_state("load")
+        pg.screenshot(path=sys.argv[2], full_page="--full" in sys.argv)
+    print(f"wrote {sys.argv[2]}")

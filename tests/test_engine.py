@@ -147,3 +147,27 @@ def test_cuda_fp16_amp_step_and_resume(tiny_cfg, tiny_data, tmp_path):
     assert state["scaler"]["scale"] > 0  # GradScaler stepped outside autocast and kept a finite scale
     again = engine.fit(cfg.replace(epochs=3), data=tiny_data, resume_from=summary["out_dir"])
     assert again["epochs_run"] == 3
+
+
+def test_above_the_memory_limit_images_are_read_from_disk_with_the_same_result(tiny_cfg, tiny_data, tmp_path):
+    from core.data import LazyImages
+
+    lazy = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1e-6)  # 1 kB: far below the tiny set
+    assert isinstance(lazy.images, LazyImages) and lazy.nbytes == 0 and lazy.images.shape == tiny_data.images.shape
+    np.testing.assert_array_equal(lazy.images[[5, 0, 5]], tiny_data.images[[5, 0, 5]])
+    np.testing.assert_array_equal(lazy.images[np.int64(3)], tiny_data.images[3])
+    eager = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1.0)
+    assert not eager.lazy and eager.nbytes == tiny_data.images.nbytes
+    a = engine.fit(tiny_cfg.replace(epochs=1, out_dir=str(tmp_path / "a")), None, data=tiny_data)
+    b = engine.fit(tiny_cfg.replace(epochs=1, out_dir=str(tmp_path / "b")), None, data=lazy)
+    assert a["history"][0]["cmap"] == b["history"][0]["cmap"]
+    assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_model_trains_and_checkpoints_plain_weights(tiny_cfg, tiny_data, tmp_path):
+    cfg = tiny_cfg.replace(device="cuda", compile=True, epochs=1, out_dir=str(tmp_path / "c"))
+    summary = engine.fit(cfg, None, data=tiny_data)
+    assert summary["status"] == "ok" and math.isfinite(summary["history"][0]["train_loss"])
+    state = checkpoint.load(tmp_path / "c" / "last.pt")
+    assert not any(k.startswith("_orig_mod.") for k in state["model"])  # loadable without torch.compile

@@ -208,3 +208,74 @@ def test_search_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
         head.terminate()
         head.wait(timeout=90)
         shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+def test_report_renders_offline_in_a_browser_with_every_plot(finished):
+    import browser
+    from search.report import PLOTS, rungs
+
+    exp, r = finished
+    assert f"report: {exp / 'report.html'}" in r.stdout
+    html = (exp / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    for name in PLOTS:
+        assert (exp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rungs(yaml.safe_load((exp / "search.yaml").read_text())) == [1, 2]  # smoke: grace 1, rf 2, 3 epochs
+    table = pd.read_parquet(exp / "trials.parquet")
+    with browser.page(1200, 900) as page:
+        page.goto((exp / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        text = page.inner_text("body")
+        browser.screenshot(page, "report.png", full_page=True)
+    assert sorted(alt for alt, _, _ in images) == sorted(PLOTS)
+    assert all(complete and width > 300 for _, complete, width in images), images
+    assert f"{len(table)} trials of up to 3 epochs" in text and "Re-validation" in text
+    assert f"{int(table.epochs.sum())} trial-epochs" in text and f"{len(table) * 3} trial-epochs" in text
+
+
+def test_optuna_dashboard_opens_the_study(finished):
+    exp, _ = finished
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
+    proc = subprocess.Popen([cli, f"sqlite:///{exp / 'optuna.db'}", "--port", str(port), "--host", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import json
+        import urllib.request
+
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+                    studies = json.load(resp)["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies and studies[0]["study_name"] == "e2e"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10) as resp:
+            study = json.load(resp)
+        table = pd.read_parquet(exp / "trials.parquet")
+        names = {"completed": "Complete", "stopped_early": "Pruned"}
+        assert [t["state"] for t in study["trials"]] == [names[s] for s in table["status"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_random_search_without_early_stopping(tmp_path):
+    r = search("--storage-path", str(tmp_path), "--name", "rand", "--searcher", "random", "--scheduler", "none",
+               "--num-samples", "4", "--seed", "3")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    exp = tmp_path / "rand"
+    table = pd.read_parquet(exp / "trials.parquet")
+    smoke = spaces.get("smoke")
+    assert table["trial_index"].tolist() == [0, 1, 2, 3] and (table["status"] == "completed").all()
+    assert (table["epochs"] == smoke.epochs).all()
+    first = table.iloc[0]  # the warm start comes first here too
+    assert {k: first[k] for k in smoke.points[0]} == pytest.approx(smoke.points[0])
+    d = smoke.distributions()
+    assert table["lr"].between(d["lr"]["low"], d["lr"]["high"]).all() and table["lr"].nunique() == 4
+    assert not (exp / "optuna.db").exists() and "random + none" in r.stdout
+    assert set(pd.read_csv(exp / "importance.csv")["trials"]) == {4}

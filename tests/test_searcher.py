@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 import spaces
 from search import importance, revalidate
-from search.searcher import AshaAwareOptunaSearch, make_scheduler, make_searcher, tune_domains
+from search.searcher import AshaAwareOptunaSearch, make_scheduler, make_searcher, startup_trials, tune_domains
 
 SMOKE = spaces.get("smoke")
 
@@ -100,9 +100,16 @@ def test_random_search_domains_match_the_space_bounds():
     assert (draws["lr"] < 3e-5).mean() > 0.3  # log-uniform: a third of the draws below lr 3e-5 of [1e-5, 3e-4]
 
 
+def test_tpe_models_the_results_after_a_quarter_of_the_budget():
+    searcher, space = make_searcher("tpe", SMOKE, max_t=3, seed=0, study_name="x", db_path=None, concurrency=1,
+                                    num_samples=16)
+    assert space is None and searcher._sampler._n_startup_trials == 4
+    assert [startup_trials(n) for n in (6, 16, 32, 100)] == [4, 4, 8, 10]
+
+
 def test_factories_refuse_unknown_names():
     with pytest.raises(ValueError, match="unknown searcher 'grid'"):
-        make_searcher("grid", SMOKE, max_t=3, seed=0, study_name="x", db_path=None, concurrency=1)
+        make_searcher("grid", SMOKE, max_t=3, seed=0, study_name="x", db_path=None, concurrency=1, num_samples=4)
     with pytest.raises(ValueError, match="unknown scheduler 'pbt'"):
         make_scheduler("pbt", max_t=3, grace_period=1, reduction_factor=2)
 

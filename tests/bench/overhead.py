@@ -1,0 +1,67 @@
+"""Ray Tune + searcher overhead, one run: the wall time of a search against the sum of its trials' own
+compute time (what each trial reported as time_total_s) divided by the concurrency.
+
+    python tests/bench/overhead.py [--trials 6] [--epochs 6] [--size default] [--concurrency 2]
+
+Every trial runs all its epochs (--scheduler none), so the trials' time is fixed; with the default
+settings on the demo data each trial takes about 20 s or more on a CPU core. Target (issue 5):
+overhead <= 15 % with trials of 20 s or more. Not collected by pytest.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from search import run  # noqa: E402
+from search.export import trial_table  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--space", default="finetune")
+    args = p.parse_args()
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="birdtune-overhead-") as store:
+        t_start = time.perf_counter()
+        plan = run.prepare(run.parse_args([
+            "--space", args.space, "--num-samples", str(args.trials), "--epochs", str(args.epochs),
+            "--scheduler", "none", "--concurrency", str(args.concurrency), "--no-dashboard",
+            "--storage-path", store, "--name", "overhead"]))
+        t_prepared = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        t_ray = time.perf_counter()
+        run.write_meta(plan)
+        tuner = run.build_tuner(plan)
+        t0 = time.perf_counter()
+        tuner.fit()
+        wall = time.perf_counter() - t0
+        table, _ = trial_table(plan.exp, plan.meta)
+        ray.shutdown()
+    compute = float(table["wall_s"].sum())
+    ideal = compute / args.concurrency
+    print(f"{args.trials} trials x {args.epochs} epochs of the '{args.space}' space on the demo data, "
+          f"{args.concurrency} at a time, {os.cpu_count()} CPUs")
+    print(f"data + checks before Ray {t_prepared - t_start:.1f} s, Ray start {t_ray - t_prepared:.1f} s "
+          "(once per search, not counted below)")
+    print(f"trial compute time: {table['wall_s'].min():.1f}..{table['wall_s'].max():.1f} s per trial, "
+          f"{compute:.1f} s in all; / concurrency = {ideal:.1f} s")
+    print(f"search wall time (Tuner.fit): {wall:.1f} s -> overhead {100 * (wall / ideal - 1):.1f} %  "
+          f"({(wall - ideal) / args.trials:.2f} s per trial)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
