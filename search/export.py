@@ -15,6 +15,7 @@ import yaml
 from search import storage
 
 META_FILE = "search.yaml"  # written by search.run before the first trial: space, base config, max_t
+DB_FILE = "optuna.db"  # the Optuna study of a tpe search
 STATUSES = ("completed", "stopped_early", "errored", "diverged", "unfinished")
 
 

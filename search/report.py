@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
@@ -79,6 +80,7 @@ def params_plot(table: pd.DataFrame, meta: dict[str, Any]) -> bytes:
             ax.scatter(g[name], g["best_cmap"], s=22, color=COLORS.get(s, "#000"), label=s.replace("_", " "))
         if dists.get(name, {}).get("log"):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set(xlabel=name, ylabel=f"best {meta['metric']}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:

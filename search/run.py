@@ -20,8 +20,7 @@ from core.config import ConfigError, TrainConfig, parse_set
 from core.data import DataError, DecodedData
 from core.model import ModelError
 from search import storage
-from search.export import META_FILE, export, format_table
-from search.searcher import DB_FILE
+from search.export import DB_FILE, META_FILE, export, format_table  # no Ray import before start_ray
 
 EXAMPLES = """examples:
   python -m search.run                                  # finetune space on the built-in demo data (CPU ok)
@@ -391,7 +390,8 @@ def build_tuner(plan: Plan, make=make_search):
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
-                                    max_concurrent_trials=n, time_budget_s=args.time_budget),
+                                    max_concurrent_trials=n, time_budget_s=args.time_budget,
+                                    reuse_actors=True),  # a trial starts in a warm worker: no new process
         run_config=_run_config(plan, plan.name, plan.storage_path),
     )
 

@@ -17,10 +17,10 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
+from search.export import DB_FILE
 
 SEARCHERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
-DB_FILE = "optuna.db"
 
 
 def sqlite_storage(path: str) -> optuna.storages.RDBStorage:

@@ -44,7 +44,11 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
             else:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        fit(cfg, _inject_faults(config, report), data=data, resume_from=resume_from, progress=False)
+        build_loss = engine.build_loss
+        try:
+            fit(cfg, _inject_faults(config, report), data=data, resume_from=resume_from, progress=False)
+        finally:
+            engine.build_loss = build_loss  # a worker process is reused for the next trial (reuse_actors)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -52,14 +52,18 @@ def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):
             box.fill(token)
             page.keyboard.press("Enter")  # the page reloads with the token's cookie set
             page.wait_for_load_state("networkidle")
-            page.goto(f"{url}/#/actors")
-            page.get_by_text("ImplicitFunc").first.wait_for(timeout=30_000)  # Tune's function-trainable actor
-            time.sleep(1)
-            body = page.inner_text("body")
+            total, deadline = 0, time.time() + 90
+            while total < 3 and time.time() < deadline:  # a few trials in: a screenshot worth looking at
+                page.goto(f"{url}/#/actors")
+                page.get_by_text("ImplicitFunc").first.wait_for(timeout=30_000)  # Tune's function-trainable actor
+                time.sleep(1)
+                body = page.inner_text("body")
+                m = re.search(r"TOTAL\s*x\s*(\d+)", body, re.I)
+                total = int(m.group(1)) if m else 0
             shot = browser.screenshot(page, "dashboard.png")
         assert "Authentication Token Required" not in body
         assert "train_trial" in body  # the actor's repr names our trainable
-        assert re.search(r"TOTAL\s*x\s*\d+", body, re.I) and re.search(r"ALIVE|DEAD", body), body[:2000]
+        assert total >= 1 and re.search(r"ALIVE|DEAD", body), body[:2000]
         assert shot.stat().st_size > 10_000
     finally:
         proc.send_signal(signal.SIGINT)  # ends the search as Ctrl-C does

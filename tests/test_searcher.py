@@ -157,3 +157,12 @@ def test_revalidation_candidates_and_ranking():
     assert rank["trial_index"].tolist() == [5, 6, 4]  # mean 0.67 beats 0.65; t4 lacks a fold
     assert rank.loc[0, "mean_cmap"] == pytest.approx(0.67) and math.isnan(rank.loc[2, "mean_cmap"])
     assert rank.loc[0, "per_fold"] == {1: 0.66, 2: 0.68}
+
+
+def test_the_cli_imports_ray_only_when_it_starts_it():
+    """Joining a token-protected cluster needs RAY_AUTH_MODE set before `import ray` (search.run.start_ray)."""
+    import subprocess
+    import sys
+
+    code = "import sys, search.run; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

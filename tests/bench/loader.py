@@ -111,9 +111,10 @@ def main() -> None:
                          train_transform(ov["img_size"]), mixup_p=1.0, mixup_alpha=0.2, seed=0)
         return DataLoader(ds, batch_size=64, sampler=EpochSampler(len(ds), 0), num_workers=workers)
 
-    def batched(workers):
+    def batched(workers, pin=False):
         ds = BatchTrainSet(data.images, np.arange(len(df)), df["label"].to_numpy(), c, 64, 1.0, 0.2, 0)
-        return DataLoader(ds, batch_size=None, sampler=EpochSampler(len(ds), 0, shuffle=False), num_workers=workers)
+        return DataLoader(ds, batch_size=None, sampler=EpochSampler(len(ds), 0, shuffle=False), num_workers=workers,
+                          pin_memory=pin)
 
     def notebook(workers):
         ds = NotebookDataset(df, notebook_transform(ov["img_size"]), mixup=True, num_classes=c)
@@ -126,15 +127,20 @@ def main() -> None:
         for workers in (0, args.workers):
             rate = images_per_s(make(workers), args.items, name != "notebook Dataset", augment)
             rows.append((name, workers, rate))
+    if torch.cuda.is_available():  # pinned host memory only exists beside a CUDA device
+        rate = images_per_s(batched(args.workers, pin=True), args.items, True, BatchAugment())
+        rows.append(("birdtune batch, pinned", args.workers, rate))
     base = {w: r for n, w, r in rows if n == "notebook Dataset"}
     print(f"demo '{args.size}': {len(df)} images of {data.images.shape[1]}x{data.images.shape[2]}, "
           f"{args.items} training samples per row, mixup on every sample, torch threads {args.threads}")
     print(f"birdtune decodes all images once first: {decode_s:.2f} s ({len(df) / decode_s:.0f} images/s, "
           f"{data.nbytes / 1e6:.1f} MB)")
     print("per-sample = albumentations per sample (augment=albumentations); batch = the default (augment=batch)")
-    print(f"{'data path':<22}{'workers':>8}{'images/s':>12}{'vs notebook':>13}")
+    if not torch.cuda.is_available():
+        print("no CUDA device: the pinned-memory row (DataLoader pin_memory=True) is left out")
+    print(f"{'data path':<24}{'workers':>8}{'images/s':>12}{'vs notebook':>13}")
     for name, workers, rate in rows:
-        print(f"{name:<22}{workers:>8}{rate:>12.0f}{rate / base[workers]:>12.2f}x")
+        print(f"{name:<24}{workers:>8}{rate:>12.0f}{rate / base[workers]:>12.2f}x")
 
 
 if __name__ == "__main__":
