@@ -155,6 +155,8 @@ def test_resume_of_a_finished_experiment_changes_nothing(finished):
     (["--storage-path", "{file}/sub"], "is not writable"),
     (["--address", "127.0.0.1:{port}"], "cannot reach a Ray cluster at 127.0.0.1:"),
     (["--resume", "--name", "ghost"], "no birdtune experiment 'ghost'"),
+    (["--revalidate-top", "2", "--folds", "1,9"], "--folds 1,9: the data's folds are [0, 1, 2, 3, 4]"),
+    (["--folds", "1"], "--folds only applies with --revalidate-top K"),
 ])
 def test_bad_input_fails_before_ray_with_one_line(args, message, tmp_path):
     (tmp_path / "file").write_text("x")
