@@ -65,7 +65,8 @@ def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any])
     ax.set(xlabel="epoch", ylabel=meta["metric"], title=f"learning curves of {len(table)} trials",
            xlim=(0.5, meta["max_t"] + 0.5))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
@@ -85,7 +86,8 @@ def params_plot(table: pd.DataFrame, meta: dict[str, Any]) -> bytes:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    if names and not table.empty:
+        axes.flat[0].legend(fontsize=7)
     fig.suptitle("each searched parameter against the trial's best cmAP")
     fig.tight_layout()
     return _png(fig)
