@@ -1,0 +1,53 @@
+"""The benchmark scripts run (at toy sizes): on the CPU here, their CUDA paths where a GPU exists."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent / "bench"
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def bench(script, *args, timeout=600):
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+def rates(out: str) -> dict[str, float]:
+    return {m.group(1).strip(): float(m.group(2))
+            for m in re.finditer(r"^(notebook loop|birdtune core\.engine\.fit|compute-only bound)\s+([\d.]+)", out, re.M)}
+
+
+def test_throughput_script_on_cpu():
+    r = bench("throughput.py", "--device", "cpu", "--model", "test_efficientnet", "--size", "tiny", "--steps", "2",
+              "--batch", "16", "--workers", "0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = rates(r.stdout)
+    assert set(got) == {"notebook loop", "birdtune core.engine.fit", "compute-only bound"} and min(got.values()) > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_only_scripts_refuse_cleanly_without_a_gpu():
+    r = bench("packing.py")
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
+    r = bench("throughput.py", "--device", "cuda")
+    assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
+@pytest.mark.gpu
+def test_throughput_script_on_cuda():
+    r = bench("throughput.py", "--device", "cuda", "--model", "test_efficientnet", "--size", "tiny", "--steps", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(rates(r.stdout)) == 3
+
+
+@pytest.mark.gpu
+def test_packing_script_on_cuda():
+    r = bench("packing.py", "--model", "test_efficientnet", "--size", "tiny", "--img-size", "32", "--epochs", "1",
+              "--packs", "1,2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"^\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", r.stdout, re.M), r.stdout
