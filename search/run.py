@@ -28,6 +28,8 @@ EXAMPLES = """examples:
   python -m search.run --csv Data/train.csv --set init_checkpoint=base.pt --gpus-per-trial 0.25
   python -m search.run --space scratch --csv Data/train.csv --set model_name=tf_efficientnet_b0.ns_jft_in1k
   python -m search.run --address auto --storage-path s3://bucket/birdtune   # an existing Ray cluster
+  python -m search.run --revalidate-top 3 --folds 1,2                      # pick the winner on two more folds
+  python -m search.run --searcher random --scheduler none                  # the baseline to compare against
   python -m search.run --name finetune-20261125-101500 --resume            # continue after a crash
   python -m search.export results/finetune-20261125-101500                 # rewrite the outputs
 """
