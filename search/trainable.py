@@ -48,7 +48,7 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
         try:
             fit(cfg, _inject_faults(config, report), data=data, resume_from=resume_from, progress=False)
         finally:
-            engine.build_loss = build_loss  # a worker process is reused for the next trial (reuse_actors)
+            engine.build_loss = build_loss  # the patch must not outlive the trial if its worker is reused
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
