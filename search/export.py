@@ -48,21 +48,27 @@ def trial_table(exp: str, meta: dict[str, Any] | None = None):
         tag = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
         row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_index": int(tag) if tag.isdigit() else 10**9 + len(rows)}
         row.update({k: trial.config.get(k) for k in meta["searched"]})
-        has = not df.empty and metric in df
-        epochs = int(df["epoch"].max()) if has else 0
-        diverged = has and (df.get("status") == "diverged").any()
-        row.update(best_cmap=float(df[metric].max()) if has else float("nan"),
-                   last_cmap=float(df[metric].iloc[-1]) if has else float("nan"),
+        row.update(trial_outcome(trial, df, metric, max_t))
+        has = row["epochs"] > 0
+        row.update(last_cmap=float(df[metric].iloc[-1]) if has else float("nan"),
                    best_epoch=int(df.loc[df[metric].idxmax(), "epoch"]) if has else 0,
-                   epochs=epochs, wall_s=float(df["time_total_s"].iloc[-1]) if has else 0.0)
-        row["status"] = status = trial_status(trial.status, epochs, max_t, bool(diverged))
-        row["error"] = _error_text(trial) if status == "errored" else ""
+                   wall_s=float(df["time_total_s"].iloc[-1]) if has else 0.0)
+        row["error"] = _error_text(trial) if row["status"] == "errored" else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
         table = table.sort_values("trial_index").reset_index(drop=True)
         table["trial_index"] = range(len(table))
     return table, analysis
+
+
+def trial_outcome(trial, df: pd.DataFrame, metric: str, max_t: int) -> dict[str, Any]:
+    """best_cmap, epochs and status of one trial from its result rows (search and re-validation alike)."""
+    has = not df.empty and metric in df
+    epochs = int(df["epoch"].max()) if has else 0
+    diverged = has and (df.get("status") == "diverged").any()
+    return dict(best_cmap=float(df[metric].max()) if has else float("nan"), epochs=epochs,
+                status=trial_status(trial.status, epochs, max_t, bool(diverged)))
 
 
 def trial_status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:

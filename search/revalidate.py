@@ -56,7 +56,7 @@ def table(exp: str, meta: dict[str, Any]):
     ExperimentAnalysis), or (None, None) when the experiment has no re-validation."""
     from ray.tune import ExperimentAnalysis
 
-    from search.export import trial_status
+    from search.export import trial_outcome
 
     sub = storage.join(exp, SUBDIR)
     if not storage.exists(storage.join(sub, "tuner.pkl")):
@@ -69,12 +69,8 @@ def table(exp: str, meta: dict[str, Any]):
     for trial in analysis.trials:
         item = trial.config["revalidate"]
         df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
-        has = not df.empty and meta["metric"] in df
-        epochs = int(df["epoch"].max()) if has else 0
-        diverged = has and (df.get("status") == "diverged").any()
         rows.append(dict(run_id=trial.trial_id, trial_id=item["trial_id"], trial_index=item["trial_index"],
-                         fold=item["fold"], best_cmap=float(df[meta["metric"]].max()) if has else float("nan"),
-                         epochs=epochs, status=trial_status(trial.status, epochs, meta["max_t"], bool(diverged)),
+                         fold=item["fold"], **trial_outcome(trial, df, meta["metric"], meta["max_t"]),
                          **item["params"]))
     if not rows:
         return None, None
