@@ -33,7 +33,7 @@ def build_tuner(plan, table: pd.DataFrame):
     """The re-validation Tuner (restored if an earlier run of it was interrupted); None if nothing to rerun."""
     from ray import tune
 
-    from search.run import _run_config, _trainable, concurrency
+    from search.run import _run_config, _trainable, concurrency, reuse_actors
 
     exp = storage.join(plan.exp, SUBDIR)
     if storage.exists(storage.join(exp, "tuner.pkl")):
@@ -47,7 +47,8 @@ def build_tuner(plan, table: pd.DataFrame):
 
     return tune.Tuner(_trainable(plan), param_space={"revalidate": tune.grid_search(items)},
                       tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler(),
-                                                  max_concurrent_trials=concurrency(plan)),
+                                                  max_concurrent_trials=concurrency(plan),
+                                                  reuse_actors=reuse_actors(plan)),
                       run_config=_run_config(plan, SUBDIR, plan.exp, total=len(items)))
 
 

@@ -356,6 +356,18 @@ def concurrency(plan: Plan) -> int:
     return n
 
 
+def reuse_actors(plan: Plan) -> bool:
+    """Whether a trial's worker process (its imports, CUDA context) is kept for the next trial: on a
+    one-node cluster this driver started, yes (it saves ~5 s a trial on a CPU: Ray 2.60's actor start
+    plus importing torch/timm). Not when joining a cluster or when it has several nodes: Ray 2.60 errors,
+    instead of retrying, a trial handed a cached actor whose node has gone (TuneController's
+    `_process_trial_failure` recovers RUNNING trials only, a reused actor's trial is PENDING)."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return not plan.args.address and len(alive) == 1
+
+
 def make_search(plan: Plan, n: int):
     """(search_alg, param_space, scheduler) as the plan asks, for `n` trials at a time."""
     from search.searcher import make_scheduler, make_searcher
@@ -369,8 +381,9 @@ def make_search(plan: Plan, n: int):
     return searcher, param_space, scheduler
 
 
-def build_tuner(plan: Plan, make=make_search):
-    """The search's Tuner (or the restored one with --resume); `make` builds its searcher and scheduler."""
+def build_tuner(plan: Plan, make=make_search, callbacks: tuple = ()):
+    """The search's Tuner (or the restored one with --resume); `make` builds its searcher and scheduler;
+    `callbacks` are extra Tune callbacks (the overhead benchmark's timeline)."""
     import optuna
     from ray import tune
 
@@ -383,8 +396,10 @@ def build_tuner(plan: Plan, make=make_search):
     if meta.get("study"):
         Path(meta["study"]).parent.mkdir(parents=True, exist_ok=True)
     searcher, param_space, scheduler = make(plan, n)
+    reuse = reuse_actors(plan)
     print(f"birdtune: space '{plan.space.name}': {plan.num_samples} trials of up to {plan.epochs} epochs, "
-          f"{n} at a time ({meta['cpus_per_trial']} CPU, {meta['gpus_per_trial']} GPU each); searching "
+          f"{n} at a time ({meta['cpus_per_trial']} CPU, {meta['gpus_per_trial']} GPU each, worker processes "
+          f"{'reused' if reuse else 'fresh per trial'}); searching "
           f"{', '.join(plan.searched)} with {meta.get('searcher', 'tpe')} + {meta.get('scheduler', 'asha')}", flush=True)
     if meta.get("study"):
         print(f"birdtune: Optuna study in {meta['study']}  (live: optuna-dashboard sqlite:///{meta['study']})",
@@ -393,12 +408,12 @@ def build_tuner(plan: Plan, make=make_search):
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
                                     max_concurrent_trials=n, time_budget_s=args.time_budget,
-                                    reuse_actors=False),  # True saves ~1.5 s a trial but a lost node then errors trials
-        run_config=_run_config(plan, plan.name, plan.storage_path),
+                                    reuse_actors=reuse),
+        run_config=_run_config(plan, plan.name, plan.storage_path, callbacks=callbacks),
     )
 
 
-def _run_config(plan: Plan, name: str, storage_path: str, total: int | None = None):
+def _run_config(plan: Plan, name: str, storage_path: str, total: int | None = None, callbacks: tuple = ()):
     from ray import tune
 
     from search.progress import LiveView
@@ -408,8 +423,8 @@ def _run_config(plan: Plan, name: str, storage_path: str, total: int | None = No
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                           failure_config=tune.FailureConfig(max_failures=args.max_failures),
                           verbose=2 if args.verbose else 0,
-                          callbacks=[] if args.verbose else [LiveView(plan.epochs, total or plan.num_samples,
-                                                                               plan.searched, plan.dashboard)])
+                          callbacks=list(callbacks) + ([] if args.verbose else [
+                              LiveView(plan.epochs, total or plan.num_samples, plan.searched, plan.dashboard)]))
 
 
 def _revalidate(plan: Plan) -> bool:

@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: a trial's config -> TrainConfig -> core.engine.fit, reported per epoch."""
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -51,6 +52,9 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
             engine.build_loss = build_loss  # the patch must not outlive the trial if its worker is reused
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if torch.cuda.is_available():  # a reused worker must not keep this trial's GPU memory from its neighbours
+            gc.collect()
+            torch.cuda.empty_cache()
 
 
 def _inject_faults(config: dict[str, Any], report):

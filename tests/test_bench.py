@@ -24,10 +24,11 @@ def rates(out: str) -> dict[str, float]:
 
 def test_throughput_script_on_cpu():
     r = bench("throughput.py", "--device", "cpu", "--model", "test_efficientnet", "--size", "tiny", "--steps", "2",
-              "--batch", "16", "--workers", "0")
+              "--batch", "16", "--workers", "0", "--repeats", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     got = rates(r.stdout)
     assert set(got) == {"notebook loop", "birdtune core.engine.fit", "compute-only bound"} and min(got.values()) > 0
+    assert r.stdout.count("round ") == 2 and "median of 2 round(s)" in r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -51,3 +52,17 @@ def test_packing_script_on_cuda():
               "--packs", "1,2")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", r.stdout, re.M), r.stdout
+
+
+@pytest.mark.slow
+def test_overhead_script_breaks_down_a_small_search():
+    r = bench("overhead.py", "--space", "smoke", "--trials", "3", "--epochs", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    wall = re.search(r"search wall time \(Tuner.fit\): ([\d.]+) s -> overhead (-?[\d.]+) %", r.stdout)
+    compute = re.search(r"/ concurrency = ([\d.]+) s", r.stdout)
+    assert wall and compute, r.stdout
+    # the ratio printed is the one of the two times printed beside it (to their rounding)
+    w, c = float(wall.group(1)), float(compute.group(1))
+    assert float(wall.group(2)) == pytest.approx(100 * (w / c - 1), abs=100 * (0.05 / c + w * 0.05 / c**2) + 0.05)
+    assert "actors reused between trials: True" in r.stdout  # one local node
+    assert len(re.findall(r"^  \w{8}: start", r.stdout, re.M)) == 3  # every trial on the timeline

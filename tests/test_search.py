@@ -50,6 +50,14 @@ def test_smoke_search_outputs(finished):
     assert (table["status"] == "stopped_early").any()
     assert (table.loc[table.status == "completed", "epochs"] == space.epochs).all()
     assert "trials (" in r.stdout and "best: trial" in r.stdout
+    # one local node: a trial slot's worker process (imports, CUDA context) carries on to its next trial
+    assert "worker processes reused" in r.stdout
+    assert len(trial_pids(exp)) < space.num_samples
+
+
+def trial_pids(exp) -> set[int]:
+    """The worker process ids the search's trials reported from."""
+    return {int(p) for f in exp.glob("train_trial_*/progress.csv") for p in pd.read_csv(f)["pid"]}
 
 
 def test_the_optuna_study_matches_the_trials(finished):
@@ -206,6 +214,9 @@ def test_search_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
         assert len(table) == 3 and (tmp_path / "store" / "remote" / "best" / "model.pt").is_file()
         meta = yaml.safe_load((tmp_path / "store" / "remote" / "search.yaml").read_text())
         assert meta["space"] == "smoke" and meta["max_t"] == 3
+        # a joined cluster may lose nodes: no cached workers there (see search.run.reuse_actors)
+        assert "worker processes fresh per trial" in r.stdout
+        assert len(trial_pids(tmp_path / "store" / "remote")) == 3
     finally:
         head.terminate()
         head.wait(timeout=90)

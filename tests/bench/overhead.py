@@ -25,6 +25,37 @@ from search import run  # noqa: E402
 from search.export import trial_table  # noqa: E402
 
 
+class Timeline:
+    """Driver-side times of each trial's start, results and end (a Tune callback), for the breakdown."""
+
+    def __init__(self):
+        from ray.tune import Callback
+
+        events = self.events = {}
+
+        class _CB(Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                events.setdefault(trial.trial_id, {"start": time.perf_counter(), "results": []})
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                events[trial.trial_id]["results"].append((time.perf_counter(), result.get("time_this_iter_s", 0.0)))
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                events[trial.trial_id]["end"] = time.perf_counter()
+
+        self.callback = _CB()
+
+    def breakdown(self) -> dict[str, float]:
+        """Seconds summed over trials: before the first result beyond the trial's own first-epoch time
+        (actor start, imports, data), after the last result until Tune marks the trial done."""
+        startup = sum(max(0.0, e["results"][0][0] - e["start"] - e["results"][0][1])
+                      for e in self.events.values() if e["results"])
+        tail = sum(e["end"] - e["results"][-1][0] for e in self.events.values() if e["results"] and "end" in e)
+        between = sum(max(0.0, b[0] - a[0] - b[1]) for e in self.events.values()
+                      for a, b in zip(e["results"], e["results"][1:]))
+        return {"start": startup, "between epochs": between, "after last epoch": tail}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=6)
@@ -44,11 +75,13 @@ def main() -> int:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         t_ray = time.perf_counter()
         run.write_meta(plan)
-        tuner = run.build_tuner(plan)
+        timeline = Timeline()
+        tuner = run.build_tuner(plan, callbacks=(timeline.callback,))
         t0 = time.perf_counter()
         tuner.fit()
         wall = time.perf_counter() - t0
         table, _ = trial_table(plan.exp, plan.meta)
+        reused = run.reuse_actors(plan)
         ray.shutdown()
     compute = float(table["wall_s"].sum())
     ideal = compute / args.concurrency
@@ -60,6 +93,20 @@ def main() -> int:
           f"{compute:.1f} s in all; / concurrency = {ideal:.1f} s")
     print(f"search wall time (Tuner.fit): {wall:.1f} s -> overhead {100 * (wall / ideal - 1):.1f} %  "
           f"({(wall - ideal) / args.trials:.2f} s per trial)")
+    parts = timeline.breakdown()
+    print("per trial, seen from the driver: " + ", ".join(f"{k} {v / args.trials:.2f} s" for k, v in parts.items()))
+    t_first = min(e["start"] for e in timeline.events.values())
+    print(f"actors reused between trials: {reused}; Tuner.fit() to the first trial's start "
+          f"(first worker processes, imports): {t_first - t0:.1f} s")
+    for tid, e in timeline.events.items():
+        r = e["results"]
+        print(f"  {tid}: start {e['start'] - t_first:6.1f}  first result {r[0][0] - t_first:6.1f} (iter {r[0][1]:.1f})"
+              f"  last {r[-1][0] - t_first:6.1f}  end {e.get('end', float('nan')) - t_first:6.1f}  "
+              f"total {sum(x[1] for x in r):.1f}")
+    ends = sorted(e["end"] for e in timeline.events.values() if "end" in e)
+    if len(ends) >= args.concurrency:
+        print(f"last {args.concurrency - 1} slot(s) idle at the end (unequal trial lengths): "
+              f"{ends[-1] - ends[-args.concurrency]:.1f} s")
     return 0
 
 
