@@ -62,6 +62,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic cuDNN kernels (no cudnn.benchmark)
     num_workers: int = 0  # DataLoader worker processes
     memory_limit_gb: float = 16.0  # decoded images above this size are read from disk per batch (0 = no limit)
+    channels_last: bool = True  # NHWC activations and weights: faster convolutions on GPUs and oneDNN CPUs
     compile: bool = False  # torch.compile the model (CUDA: faster steps after a compile of a minute or so)
     seed: int = 123  # the notebook's seed_everything(123)
     out_dir: str = "results/train"  # where config.yaml, metrics.csv, best.pt and last.pt go

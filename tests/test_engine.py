@@ -131,6 +131,25 @@ def test_bf16_autocast_on_cpu_trains(tiny_cfg, tiny_data):
     assert summary["status"] == "ok" and math.isfinite(summary["history"][0]["train_loss"])
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_switches_the_activation_layout(tiny_cfg, tiny_data, monkeypatch, channels_last):
+    seen = []
+    real = engine.build_model
+
+    def recording(*a, **kw):
+        model = real(*a, **kw)
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first.register_forward_hook(lambda mod, inp, out: seen.append(
+            (out.is_contiguous(memory_format=torch.channels_last), out.is_contiguous())))
+        return model
+
+    monkeypatch.setattr(engine, "build_model", recording)
+    summary = engine.fit(tiny_cfg.replace(epochs=1, channels_last=channels_last), data=tiny_data)
+    assert summary["status"] == "ok" and seen
+    # training and validation batches alike: NHWC when on, plain NCHW when off
+    assert all(nhwc == channels_last and nchw == (not channels_last) for nhwc, nchw in seen), seen[:3]
+
+
 def test_shared_data_must_match_the_config(tiny_cfg, tiny_data):
     with pytest.raises(ConfigError, match="decoded at"):
         engine.fit(tiny_cfg.replace(img_size=48), data=tiny_data)

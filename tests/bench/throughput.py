@@ -33,6 +33,11 @@ from core.engine import fit  # noqa: E402
 from loader import NotebookDataset, notebook_transform  # noqa: E402
 
 
+# the notebook's CFG['drop_out'] and CFG['drop_path'], which TrainConfig also defaults to: every row
+# trains the same network (stochastic depth costs compute)
+NOTEBOOK_DROPS = dict(drop_rate=0.3, drop_path_rate=0.2)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -40,7 +45,7 @@ def sync(device):
 
 def notebook_loop(df, c, img_size, model_name, device, batch, workers, steps) -> float:
     """The notebook's train_epoch over its Dataset, timed over `steps` steps after 3 warm-up steps."""
-    model = timm.create_model(model_name, pretrained=False, num_classes=c, in_chans=3).to(device)
+    model = timm.create_model(model_name, pretrained=False, num_classes=c, in_chans=3, **NOTEBOOK_DROPS).to(device)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.25)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=3e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
@@ -86,8 +91,8 @@ def ours(csv, img_size, model_name, device, batch, workers, data) -> float:
 
 def bound(c, shape, model_name, device, batch, steps) -> float:
     """Forward + backward + step on one batch already on the device: no data loading at all."""
-    model = timm.create_model(model_name, pretrained=False, num_classes=c, in_chans=3).to(device)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = timm.create_model(model_name, pretrained=False, num_classes=c, in_chans=3, **NOTEBOOK_DROPS).to(device)
+    memory_format = torch.channels_last  # as core.engine.fit (TrainConfig.channels_last)
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=3e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
