@@ -323,7 +323,7 @@ def start_ray(plan: Plan) -> None:
     url = getattr(ctx, "dashboard_url", None)
     if url:
         plan.dashboard = f"http://{url}"
-        print(f"birdtune: Ray dashboard at {plan.dashboard}  (Cluster -> Actors: one per trial, with its logs)",
+        print(f"birdtune: Ray dashboard at {plan.dashboard}  (Cluster -> Actors: the ImplicitFunc actors run the trials, with their logs)",
               flush=True)
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
             print("birdtune: the dashboard asks for a token: run `ray get-auth-token` on this machine and paste "
