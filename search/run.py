@@ -323,8 +323,8 @@ def start_ray(plan: Plan) -> None:
     url = getattr(ctx, "dashboard_url", None)
     if url:
         plan.dashboard = f"http://{url}"
-        print(f"birdtune: Ray dashboard at {plan.dashboard}  (Cluster -> Actors: the ImplicitFunc actors run the trials, with their logs)",
-              flush=True)
+        print(f"birdtune: Ray dashboard at {plan.dashboard}  (Cluster -> Actors: the ImplicitFunc actors run the "
+              "trials, with their logs)", flush=True)
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
             print("birdtune: the dashboard asks for a token: run `ray get-auth-token` on this machine and paste "
                   "what it prints into the dashboard's sign-in box", flush=True)
@@ -358,7 +358,7 @@ def concurrency(plan: Plan) -> int:
 
 def reuse_actors(plan: Plan) -> bool:
     """Whether a trial's worker process (its imports, CUDA context) is kept for the next trial: on a
-    one-node cluster this driver started, yes (it saves ~5 s a trial on a CPU: Ray 2.60's actor start
+    one-node cluster not joined with --address, yes (it saves ~5 s a trial on a CPU: Ray 2.60's actor start
     plus importing torch/timm). Not when joining a cluster or when it has several nodes: Ray 2.60 errors,
     instead of retrying, a trial handed a cached actor whose node has gone (TuneController's
     `_process_trial_failure` recovers RUNNING trials only, a reused actor's trial is PENDING)."""

@@ -102,6 +102,9 @@ def main() -> int:
           f"(first worker processes, imports): {t_first - t0:.1f} s")
     for tid, e in timeline.events.items():
         r = e["results"]
+        if not r:
+            print(f"  {tid}: start {e['start'] - t_first:6.1f}  no result (errored before its first epoch)")
+            continue
         print(f"  {tid}: start {e['start'] - t_first:6.1f}  first result {r[0][0] - t_first:6.1f} (iter {r[0][1]:.1f})"
               f"  last {r[-1][0] - t_first:6.1f}  end {e.get('end', float('nan')) - t_first:6.1f}  "
               f"total {sum(x[1] for x in r):.1f}")
