@@ -48,7 +48,7 @@ def build_tuner(plan, table: pd.DataFrame):
     return tune.Tuner(_trainable(plan), param_space={"revalidate": tune.grid_search(items)},
                       tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler(),
                                                   max_concurrent_trials=concurrency(plan),
-                                                  reuse_actors=reuse_actors(plan)),
+                                                  reuse_actors=reuse_actors(plan.args.address)),
                       run_config=_run_config(plan, SUBDIR, plan.exp, total=len(items)))
 
 

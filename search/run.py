@@ -356,7 +356,7 @@ def concurrency(plan: Plan) -> int:
     return n
 
 
-def reuse_actors(plan: Plan) -> bool:
+def reuse_actors(address: str | None) -> bool:
     """Whether a trial's worker process (its imports, CUDA context) is kept for the next trial: on a
     one-node cluster not joined with --address, yes (it saves ~5 s a trial on a CPU: Ray 2.60's actor start
     plus importing torch/timm). Not when joining a cluster or when it has several nodes: Ray 2.60 errors,
@@ -365,7 +365,7 @@ def reuse_actors(plan: Plan) -> bool:
     import ray
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    return not plan.args.address and len(alive) == 1
+    return not address and len(alive) == 1
 
 
 def make_search(plan: Plan, n: int):
@@ -396,7 +396,7 @@ def build_tuner(plan: Plan, make=make_search, callbacks: tuple = ()):
     if meta.get("study"):
         Path(meta["study"]).parent.mkdir(parents=True, exist_ok=True)
     searcher, param_space, scheduler = make(plan, n)
-    reuse = reuse_actors(plan)
+    reuse = reuse_actors(args.address)
     print(f"birdtune: space '{plan.space.name}': {plan.num_samples} trials of up to {plan.epochs} epochs, "
           f"{n} at a time ({meta['cpus_per_trial']} CPU, {meta['gpus_per_trial']} GPU each, worker processes "
           f"{'reused' if reuse else 'fresh per trial'}); searching "

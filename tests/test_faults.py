@@ -139,8 +139,7 @@ from search import run
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
 worker = cluster.add_node(num_cpus=1)
 ray.init(address=cluster.address)
-import types
-print("REUSE ACTORS", run.reuse_actors(types.SimpleNamespace(args=types.SimpleNamespace(address=None))), flush=True)
+print("REUSE ACTORS", run.reuse_actors(None), flush=True)
 def kill_later():  # once the first epoch has been reported, while trials are running
     import glob
     while not glob.glob(sys.argv[1] + "/node/*/checkpoint_000000"):

@@ -28,7 +28,7 @@ from search.export import trial_table  # noqa: E402
 
 
 class Timeline:
-    """Driver-side times of each trial's start, results and end (a Tune callback), for the breakdown."""
+    """Driver-side times of each trial's start, results and end (a Tune callback), printed below the figures."""
 
     def __init__(self):
         from ray.tune import Callback
@@ -46,16 +46,6 @@ class Timeline:
                 events[trial.trial_id]["end"] = time.perf_counter()
 
         self.callback = _CB()
-
-    def breakdown(self) -> dict[str, float]:
-        """Seconds summed over trials: before the first result beyond the trial's own first-epoch time
-        (actor start, imports, data), after the last result until Tune marks the trial done."""
-        startup = sum(max(0.0, e["results"][0][0] - e["start"] - e["results"][0][1])
-                      for e in self.events.values() if e["results"])
-        tail = sum(e["end"] - e["results"][-1][0] for e in self.events.values() if e["results"] and "end" in e)
-        between = sum(max(0.0, b[0] - a[0] - b[1]) for e in self.events.values()
-                      for a, b in zip(e["results"], e["results"][1:]))
-        return {"start": startup, "between epochs": between, "after last epoch": tail}
 
 
 def main() -> int:
@@ -83,7 +73,7 @@ def main() -> int:
         tuner.fit()
         wall = time.perf_counter() - t0
         table, _ = trial_table(plan.exp, plan.meta)
-        reused = run.reuse_actors(plan)
+        reused = run.reuse_actors(plan.args.address)
         ray.shutdown()
     compute = float(table["wall_s"].sum())
     ideal = compute / args.concurrency
@@ -95,8 +85,6 @@ def main() -> int:
           f"{compute:.1f} s in all; / concurrency = {ideal:.1f} s")
     print(f"search wall time (Tuner.fit): {wall:.1f} s -> overhead {100 * (wall / ideal - 1):.1f} %  "
           f"({(wall - ideal) / args.trials:.2f} s per trial)")
-    parts = timeline.breakdown()
-    print("per trial, seen from the driver: " + ", ".join(f"{k} {v / args.trials:.2f} s" for k, v in parts.items()))
     t_first = min(e["start"] for e in timeline.events.values())
     print(f"actors reused between trials: {reused}; Tuner.fit() to the first trial's start "
           f"(first worker processes, imports): {t_first - t0:.1f} s")
