@@ -90,8 +90,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    @staticmethod
+    def read(path: str | Path) -> dict[str, Any]:
+        """The mapping a YAML config file holds (unchecked)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -99,7 +100,11 @@ class TrainConfig:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        return cls.from_dict(data or {})
+        return data or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(cls.read(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

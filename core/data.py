@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 REQUIRED_COLUMNS = ("image_path", "label", "fold")  # label_name and group are optional
+DATASET_FILE = "prepare.yaml"  # written by core.prepare beside train.csv: spectrogram settings and class names
 
 
 class DataError(ValueError):
@@ -59,7 +60,8 @@ def read_table(csv: str | Path, num_classes: int = 0) -> tuple[pd.DataFrame, int
         raise DataError(f"CSV {csv}: negative labels at rows {_first(df.index[df['label'] < 0])}")
     inferred = int(df["label"].max()) + 1
     if num_classes == 0:
-        num_classes = inferred
+        # a dataset made by core.prepare lists every species, also those after the last one with images
+        num_classes = max(inferred, len(dataset_info(csv)[0] or []))
     bad = df.index[df["label"] >= num_classes]
     if len(bad):
         raise DataError(
@@ -76,6 +78,31 @@ def read_table(csv: str | Path, num_classes: int = 0) -> tuple[pd.DataFrame, int
             f"CSV {csv}: {len(gone)} image(s) not found relative to {csv.parent} or {Path.cwd()}: {_first(gone)}"
         )
     return df.reset_index(drop=True), num_classes
+
+
+def dataset_info(csv: str | Path) -> tuple[list[str] | None, dict | None]:
+    """(class names in label order, spectrogram settings) from the prepare.yaml beside a CSV made by
+    core.prepare; (None, None) for any other CSV."""
+    import yaml
+
+    path = Path(csv).parent / DATASET_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        info = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    classes = info.get("classes")
+    return ([str(c) for c in classes] if isinstance(classes, list) else None), info.get("spectrogram")
+
+
+def class_names(table: pd.DataFrame, num_classes: int, csv: str | Path) -> list[str]:
+    """Names in label order: prepare.yaml's list, else each label's label_name (label number if absent)."""
+    names, _ = dataset_info(csv)
+    if names and len(names) == num_classes:
+        return names
+    by_label = dict(zip(table["label"], table["label_name"].astype(str)))
+    return [by_label.get(i, str(i)) for i in range(num_classes)]
 
 
 def _integer_column(col: pd.Series, name: str, csv: Path) -> pd.Series:
@@ -129,6 +156,16 @@ def resample(df: pd.DataFrame, cap: int = 500, floor: int = 50, seed: int = 1) -
 
 
 # ---------------------------------------------------------------------------------------------
+def resize_smallest(img: np.ndarray, img_size: int) -> np.ndarray:
+    """SmallestMaxSize(img_size, INTER_AREA): the shorter side becomes img_size pixels (the notebook's resize)."""
+    h, w = img.shape
+    scale = img_size / min(h, w)
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
 def decode_image(path: str, img_size: int) -> np.ndarray | None:
     """One grayscale uint8 image resized as SmallestMaxSize(img_size, INTER_AREA); None if undecodable."""
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -144,12 +181,7 @@ def decode_image(path: str, img_size: int) -> np.ndarray | None:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     if img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    h, w = img.shape
-    scale = img_size / min(h, w)
-    if scale != 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img)
+    return resize_smallest(img, img_size)
 
 
 def decode_images(paths: list[str], img_size: int, workers: int | None = None, progress: bool = False) -> np.ndarray:

@@ -34,13 +34,15 @@ def build_model(model_name: str, num_classes: int, *, pretrained: bool = False, 
                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, grad_checkpointing: bool = False,
                 init_checkpoint: str = "") -> SpectrogramClassifier:
     """Create `model_name` through timm. `pretrained_file` loads timm weights from a local file
-    instead of the hub; `init_checkpoint` then loads our own checkpoint over them, replacing
-    the classifier when its class count differs."""
+    instead of the hub; `init_checkpoint` loads our own checkpoint instead (every weight comes from it,
+    so pretrained weights are not fetched), replacing the classifier when its class count differs."""
     if not timm.is_model(model_name):
         close = timm.list_models(f"*{model_name.split('.')[0][:12]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise ModelError(f"unknown timm model '{model_name}'{hint}")
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    if init_checkpoint:
+        pretrained, pretrained_file = False, ""
     if pretrained_file:
         if not Path(pretrained_file).is_file():
             raise ModelError(f"pretrained_file not found: {pretrained_file}")
@@ -61,6 +63,50 @@ def build_model(model_name: str, num_classes: int, *, pretrained: bool = False, 
     if init_checkpoint:
         load_weights(model, init_checkpoint)
     return model
+
+
+def pretrained_problem(model_name: str, timeout: float = 5.0) -> str | None:
+    """None if timm can get `model_name`'s pretrained weights (in the local Hugging Face cache, or the hub
+    answers within `timeout` seconds), else why not, in a few words."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        return f"timm lists no pretrained weights for '{model_name}'"
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        cache = os.environ.get("HF_HUB_CACHE") or None  # None: huggingface_hub's default (HF_HOME/hub)
+        for name in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else []) + ["model.safetensors", "pytorch_model.bin"]:
+            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache, revision=revision or None), str):
+                return None
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            return "HF_HUB_OFFLINE is set and they are not in the local Hugging Face cache"
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        url = f"{endpoint}/api/models/{repo}"
+    else:
+        from urllib.parse import urlparse
+
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+            return None
+        url = cfg.url
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError as e:  # the server answered: the download itself will say more
+        if e.code >= 500:
+            return f"{url} answered HTTP {e.code}"
+    except Exception as e:  # DNS, refused, timeout, proxy
+        reason = getattr(e, "reason", e)
+        host = url.split("/api/")[0]
+        if isinstance(reason, TimeoutError):
+            return f"they are not in the local cache and {host} did not answer within {timeout:g} s"
+        return f"they are not in the local cache and {host} cannot be reached ({getattr(reason, 'strerror', None) or reason})"
+    return None
 
 
 def classifier_prefix(model: SpectrogramClassifier) -> str:

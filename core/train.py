@@ -37,11 +37,19 @@ def resolve_config(config_path: str | None, sets: list[str], demo_size: str = "d
 
 def load_yaml(path: str) -> dict[str, Any]:
     """The keys a config file sets (checked against TrainConfig), without filling in defaults."""
-    cfg = TrainConfig.load(path)
-    import yaml
-
-    raw = yaml.safe_load(open(path)) or {}
+    raw = TrainConfig.read(path)
+    cfg = TrainConfig.from_dict(raw)
     return {k: getattr(cfg, k) for k in raw}
+
+
+def _write_model_files(cfg: TrainConfig, out_dir: str) -> None:
+    """classes.txt (and spectrogram.yaml for data made by core.prepare) beside best.pt, so that
+    `python -m core.predict --model <out_dir>` works on a plain training run too."""
+    from core import bundle
+    from core.data import class_names, dataset_info, read_table
+
+    table, n = read_table(cfg.csv, cfg.num_classes)
+    bundle.write_extras(out_dir, class_names(table, n, cfg.csv), dataset_info(cfg.csv)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{m['images_per_s']:.0f} img/s", flush=True)
 
         summary = fit(cfg, report, resume_from=args.resume, progress=not args.quiet)
+        _write_model_files(cfg, summary["out_dir"])
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from core import bundle
 from search import storage
 
 META_FILE = "search.yaml"  # written by search.run before the first trial: space, base config, max_t
@@ -179,7 +180,19 @@ def _write_best(exp: str, meta: dict[str, Any], table: pd.DataFrame, analysis, q
     storage.write_text(storage.join(exp, "best", "config.yaml"), header + yaml.safe_dump(cfg, sort_keys=False))
     if ckpt is not None:
         _write_model(exp, ckpt)
+    for name, data in bundle.extras(*_dataset(meta)).items():  # what predict needs besides the weights
+        storage.write_bytes(storage.join(exp, "best", name), data)
     return runs
+
+
+def _dataset(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None]:
+    """Class names and spectrogram settings, from search.yaml (or, for older experiments, the CSV)."""
+    if "classes" in meta:
+        return meta["classes"], meta.get("spectrogram")
+    from core.data import class_names, dataset_info, read_table
+
+    table, n = read_table(meta["base"]["csv"], meta["base"].get("num_classes", 0))
+    return class_names(table, n, meta["base"]["csv"]), dataset_info(meta["base"]["csv"])[1]
 
 
 def _write_model(exp: str, ckpt) -> None:

@@ -17,7 +17,7 @@ import yaml
 import spaces
 from core.checkpoint import CheckpointError
 from core.config import ConfigError, TrainConfig, parse_set
-from core.data import DataError, DecodedData
+from core.data import DataError, DecodedData, read_table
 from core.model import ModelError
 from search import storage
 from search.export import DB_FILE, META_FILE, export, format_table  # no Ray import before start_ray
@@ -127,6 +127,10 @@ def prepare(args: argparse.Namespace) -> Plan:
     clash = sorted(set(sets) & set(searched))
     if clash:
         raise UsageError(f"--set {clash[0]} fixes a value the '{space.name}' space searches; drop it or use another space")
+    if not on_demo and space.init_from_demo_base and not sets.get("init_checkpoint"):
+        raise UsageError(f"the '{space.name}' space fine-tunes a bird-pretrained checkpoint and none is set for "
+                         "your data: pass --set init_checkpoint=<checkpoint.pt>, or search from ImageNet or random "
+                         "weights with --space scratch")
     name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     exp = storage.join(storage_path, name)
     problem = storage.check_writable(storage_path)
@@ -155,16 +159,20 @@ def prepare(args: argparse.Namespace) -> Plan:
     cfg = TrainConfig.from_dict(base)
     for point in space.points:
         TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
+    if not on_demo:
+        read_table(cfg.csv, cfg.num_classes)  # the CSV's own problems first (seconds, no decoding)
     _check_model(cfg)
     data = _load(cfg)
     folds = _revalidation_folds(args, data, cfg.fold)
+    from core.data import class_names, dataset_info
     meta = dict(space=space.name, metric=spaces.METRIC, mode=spaces.MODE, time_attr=spaces.TIME_ATTR, max_t=epochs,
                 grace_period=min(space.grace_period, epochs), reduction_factor=space.reduction_factor,
                 num_samples=args.num_samples or space.num_samples, searched=searched, points=space.points,
                 seed=args.seed, cpus_per_trial=int(args.cpus_per_trial), gpus_per_trial=args.gpus_per_trial,
                 searcher=args.searcher, scheduler=args.scheduler, revalidate_top=args.revalidate_top,
                 revalidate_folds=folds, study=_study_path(storage_path, name) if args.searcher == "tpe" else None,
-                base=cfg.to_dict(), created=datetime.now().isoformat(timespec="seconds"))
+                base=cfg.to_dict(), classes=class_names(data.table, cfg.num_classes or data.num_classes, cfg.csv),
+                spectrogram=dataset_info(cfg.csv)[1], created=datetime.now().isoformat(timespec="seconds"))
     return Plan(args, space, cfg.to_dict(), searched, data, exp, storage_path, name, meta["num_samples"], epochs, meta)
 
 
@@ -209,16 +217,23 @@ def _prepare_resume(args, storage_path: str) -> Plan:
 
 
 def _check_model(cfg: TrainConfig) -> None:
-    from core.model import build_model
+    """The model builds and its weights can be had, before any trial tries (offline, timm would retry the
+    download in every trial for minutes and each would error)."""
+    from core.model import build_model, pretrained_problem
 
-    if cfg.init_checkpoint or not cfg.pretrained:  # weights from disk or none: build it for real
-        build_model(cfg.model_name, max(2, cfg.num_classes or 2), pretrained=False,
-                    init_checkpoint=cfg.init_checkpoint)
-    else:
-        import timm
+    if cfg.init_checkpoint or cfg.pretrained_file or not cfg.pretrained:  # weights from disk or none: build it
+        build_model(cfg.model_name, max(2, cfg.num_classes or 2), pretrained=cfg.pretrained,
+                    pretrained_file=cfg.pretrained_file, init_checkpoint=cfg.init_checkpoint)
+        return
+    import timm
 
-        if not timm.is_model(cfg.model_name):
-            raise ModelError(f"unknown timm model '{cfg.model_name}'")
+    if not timm.is_model(cfg.model_name):
+        raise ModelError(f"unknown timm model '{cfg.model_name}'")
+    problem = pretrained_problem(cfg.model_name)
+    if problem:
+        raise ModelError(f"pretrained=true needs timm's ImageNet weights for '{cfg.model_name}', but {problem}; "
+                         "pass --set pretrained_file=/path/to/weights.safetensors (a local copy), or "
+                         "--set pretrained=false to start from random weights")
 
 
 def _load(cfg: TrainConfig) -> DecodedData:
@@ -486,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     table = export(plan.exp, quiet=True)
     print()
     print(format_table(table, plan.searched))
+    for row in table[table["status"] == "errored"].itertuples() if not table.empty else ():
+        print(f"trial {row.trial_index} errored: {row.error}")
     counts = table["status"].value_counts().to_dict() if not table.empty else {}
     epochs = int(table["epochs"].sum()) if not table.empty else 0
     print(f"\n{len(table)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}); {epochs} trial-epochs "

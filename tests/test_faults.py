@@ -65,6 +65,7 @@ def test_a_trial_that_keeps_failing_is_recorded_as_errored_and_the_search_goes_o
     assert (tmp_path / f"fault-lr-{WARM_LR}").read_text() == "xx"  # first try + one retry
     assert (table[table.trial_index > 0].status != "errored").all() and len(table) == 3
     assert r.returncode == 0 and "1 errored" in r.stdout
+    assert "trial 0 errored: RuntimeError: injected crash after epoch 1" in r.stdout  # the reason, one line
 
 
 def test_a_diverging_trial_is_stopped_recorded_and_never_wins(tmp_path):
@@ -233,6 +234,10 @@ BAD_INPUTS = [
     ("zero trials", None, ["--num-samples", "0"], "--num-samples must be >= 1"),
     ("resume without a name", None, ["--resume"], "--resume needs --name"),
     ("open dashboard without auth", None, ["--dashboard-host", "0.0.0.0"], "RAY_AUTH_MODE=disabled"),
+    ("finetune without a checkpoint", lambda t: _csv(t), ["--space", "finetune"],
+     "fine-tunes a bird-pretrained checkpoint and none is set for your data: pass --set init_checkpoint="),
+    ("pretrained weights out of reach", lambda t: _csv(t), [],
+     "pretrained=true needs timm's ImageNet weights for 'tf_efficientnet_b0.ns_jft_in1k'"),
 ]
 
 
@@ -245,6 +250,9 @@ def test_bad_input_is_refused_before_ray_with_one_line(name, make_csv, args, mes
     args = [a.format(tmp=tmp_path, file=tmp_path / "file", pickle=tmp_path / "whole.pth") for a in args]
     if name == "open dashboard without auth":
         monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    if name == "pretrained weights out of reach":  # an empty cache and no hub, as on an offline machine
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if name == "GPUs on a CPU machine" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     store = tmp_path / "results"
@@ -254,6 +262,8 @@ def test_bad_input_is_refused_before_ray_with_one_line(name, make_csv, args, mes
         argv += ["--space", "smoke"]
     if make_csv is not None:
         argv += ["--csv", str(make_csv(tmp_path))]
+        if name != "pretrained weights out of reach":  # user data: the default model would need the hub
+            argv += ["--set", "pretrained=false"]
     if "--dashboard-host" not in args:
         argv += ["--no-dashboard"]
     code = search_run.main(argv + args)

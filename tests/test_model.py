@@ -82,3 +82,52 @@ def test_gradient_checkpointing_switch_trains():
     assert m.model.grad_checkpointing
     m(torch.rand(2, 1, 32, 32)).sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_pretrained_weights_in_the_local_hugging_face_cache_are_found_offline(tmp_path):
+    """What the search checks before Ray starts: cached weights pass, an empty cache offline does not.
+    (huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE when imported: a fresh process.)"""
+    import os
+    import subprocess
+    import sys
+
+    import safetensors.torch
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    repo = get_pretrained_cfg("test_efficientnet").hf_hub_id  # timm/test_efficientnet.r160_in1k
+    folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    torch.manual_seed(1)
+    weights = timm.create_model("test_efficientnet").state_dict()
+    code = """if 1:
+        import sys, torch
+        from core.model import build_model, pretrained_problem
+        problem = pretrained_problem("test_efficientnet")
+        print("PROBLEM", problem)
+        if problem is None:
+            m = build_model("test_efficientnet", 4, pretrained=True)  # loads them, the head replaced
+            want = torch.load(sys.argv[1])
+            print("SAME STEM", torch.equal(m.model.conv_stem.weight, want))
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "stem.pt")], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert "PROBLEM HF_HUB_OFFLINE is set and they are not in the local Hugging Face cache" in r.stdout, r.stderr
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    safetensors.torch.save_file(weights, str(folder / "snapshots" / ("0" * 40) / "model.safetensors"))
+    torch.save(weights["conv_stem.weight"], tmp_path / "stem.pt")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "stem.pt")], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert "PROBLEM None" in r.stdout and "SAME STEM True" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_init_checkpoint_needs_no_pretrained_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    torch.manual_seed(0)
+    src = build_model("test_efficientnet", 3)
+    checkpoint.save(tmp_path / "c.pt", {"model": src.state_dict()})
+    model = build_model("test_efficientnet", 3, pretrained=True, init_checkpoint=str(tmp_path / "c.pt"))
+    assert torch.equal(model.model.conv_stem.weight, src.model.conv_stem.weight)

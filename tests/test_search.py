@@ -119,6 +119,9 @@ def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
     cfg = TrainConfig.load(exp / "best" / "config.yaml")
     assert cfg.lr == pytest.approx(best["lr"]) and cfg.drop_rate == pytest.approx(best["drop_rate"])
     assert cfg.epochs == spaces.get("smoke").epochs and cfg.model_name == "test_efficientnet"
+    demo = pd.read_csv(cfg.csv).drop_duplicates("label").sort_values("label")
+    assert (exp / "best" / "classes.txt").read_text().split() == demo["label_name"].tolist()
+    assert not (exp / "best" / "spectrogram.yaml").exists()  # the demo's images were not made from audio
     head = (exp / "best" / "config.yaml").read_text().splitlines()[0]
     assert head == f"# trial_id: {best['trial_id']}"
     model = checkpoint.load(exp / "best" / "model.pt")  # from the chosen config's first re-validation fold

@@ -30,7 +30,9 @@ def test_one_run_writes_config_metrics_and_checkpoints(tiny_root, tmp_path):
             "--quiet")
     assert r.returncode == 0, r.stderr
     assert "epoch   2" in r.stdout and "done: status ok" in r.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "classes.txt", "config.yaml", "last.pt", "metrics.csv"]
+    names = pd.read_csv(tiny_root / "train.csv").drop_duplicates("label").sort_values("label")["label_name"]
+    assert (out / "classes.txt").read_text().split() == names.tolist()  # what core.predict needs besides the weights
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert TrainConfig.load(out / "config.yaml").epochs == 2
     # the saved config reruns as it is
