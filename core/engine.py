@@ -140,12 +140,14 @@ def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = 
 
 
 def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | None = None,
-        resume_from: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+        resume_from: str | Path | None = None, progress: bool = False,
+        loss_factory: Callable[[str, float], torch.nn.Module] = build_loss) -> dict[str, Any]:
     """Train cfg.epochs epochs (continuing from `resume_from`'s last.pt if given).
 
     After every epoch, writes best.pt / last.pt / metrics.csv to cfg.out_dir and calls
     report(metrics, out_dir). A non-finite training loss ends the run with status 'diverged'
-    (reported, not raised). Returns a summary: status, best_cmap, best_epoch, epochs_run, history.
+    (reported, not raised). `loss_factory(cfg.loss, cfg.label_smoothing)` builds the criterion.
+    Returns a summary: status, best_cmap, best_epoch, epochs_run, history.
     """
     cfg.validate()
     out = Path(cfg.out_dir)
@@ -190,13 +192,13 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
                         drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
                         grad_checkpointing=cfg.grad_checkpointing,
                         init_checkpoint="" if resume_from else cfg.init_checkpoint)
-    # NHWC: ~1.7x the training images/s of efficientnet_b0 on this project's AVX-512 CPU, and what
-    # tensor cores want on a GPU (tests/bench/throughput.py measures it)
+    # NHWC: faster convolutions on oneDNN CPUs and what tensor cores want on a GPU (tests/bench/throughput.py
+    # measures it; the README's Performance section has the figures)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     # the compiled module shares its parameters with `model`: checkpoints save and load `model` unchanged
     net = torch.compile(model) if cfg.compile else model
-    criterion = build_loss(cfg.loss, cfg.label_smoothing)
+    criterion = loss_factory(cfg.loss, cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(

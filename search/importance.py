@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per in-memory study
 import pandas as pd
 
 import spaces
+from search import layout
+from search.results import py
 
 COLUMNS = ["target", "param", "importance", "trials", "evaluator"]
 MIN_TRIALS = 3  # fANOVA on fewer points says nothing
@@ -32,26 +32,33 @@ def distributions(space: spaces.Space) -> dict[str, optuna.distributions.BaseDis
 
 
 def _study(points: list[tuple[dict[str, Any], float]], dists) -> optuna.Study:
-    study = optuna.create_study(direction="maximize")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created" line per target
+    try:
+        study = optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(level)
     for params, value in points:
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
     return study
 
 
-def importances(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any], seed: int = 0) -> pd.DataFrame:
-    """Rows of COLUMNS, one per (target, searched parameter); empty when no target has MIN_TRIALS trials."""
-    space = spaces.get(meta["space"])
-    dists = {k: v for k, v in distributions(space).items() if k in meta["searched"]}
+def importances(table: pd.DataFrame, curves: pd.DataFrame, space_name: str, searched: list[str], max_t: int,
+                rung: int, seed: int = 0) -> pd.DataFrame:
+    """Rows of COLUMNS, one per (target, searched parameter); empty when no target has MIN_TRIALS trials.
+    `rung` is the epoch of ASHA's first comparison (the grace period)."""
+    space = spaces.get(space_name)
+    dists = {k: v for k, v in distributions(space).items() if k in searched}
     if table.empty or not dists:
         return pd.DataFrame(columns=COLUMNS)
-    rung = int(meta.get("grace_period", 1))
-    at_rung = curves[curves["epoch"] == rung].set_index("trial_id")[meta["metric"]] if not curves.empty else {}
+    metric = spaces.METRIC
+    at_rung = curves[curves["epoch"] == rung].set_index("trial_id")[metric] if not curves.empty else {}
     targets = {
-        f"best {meta['metric']} of trials that ran all {meta['max_t']} epochs":
-            [(r, r["best_cmap"]) for _, r in table[table["status"] == "completed"].iterrows()],
-        f"{meta['metric']} at epoch {rung} (every trial that got there)":
+        f"best {metric} of trials that ran all {max_t} epochs":
+            [(r, r["best_cmap"]) for _, r in table[table["status"] == layout.COMPLETED].iterrows()],
+        f"{metric} at epoch {rung} (every trial that got there)":
             [(r, at_rung[r["trial_id"]]) for _, r in table.iterrows()
-             if r["status"] != "errored" and r["trial_id"] in at_rung.index and r.get("status") != "diverged"]
+             if r["status"] not in (layout.ERRORED, layout.DIVERGED) and r["trial_id"] in at_rung.index]
         if len(at_rung) else [],
     }
     rows = []
@@ -67,5 +74,5 @@ def importances(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any],
 
 
 def _value(v: Any, dist) -> Any:
-    v = v.item() if hasattr(v, "item") else v
+    v = py(v)
     return int(round(v)) if isinstance(dist, optuna.distributions.IntDistribution) else v

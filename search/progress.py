@@ -13,7 +13,8 @@ from typing import Any, TextIO
 from ray import tune
 
 import spaces
-from search.export import trial_status
+from search import layout, storage
+from search.results import trial_number, trial_status
 
 
 def duration(seconds: float) -> str:
@@ -31,53 +32,62 @@ class LiveView(tune.Callback):
     REDRAW_S = 1.0
 
     def __init__(self, max_t: int, total: int, searched: list[str], dashboard: str | None = None,
-                 out: TextIO | None = None, tty: bool | None = None, clock=time.time):
+                 out: TextIO | None = None, tty: bool | None = None, clock=time.time, first_number: int = 1):
         self.max_t, self.total, self.searched, self.dashboard = max_t, total, searched, dashboard
+        self.first_number = first_number  # Ray's trial counter at trial_index 0 (see SearchSpec.first_trial_number)
         self.out = out or sys.stdout
         self.tty = self.out.isatty() if tty is None else tty
         self.clock = clock
         self.t0 = clock()
-        self.counts = {"completed": 0, "stopped_early": 0, "diverged": 0, "errored": 0}
-        self.running: dict[str, int] = {}  # trial_id -> last epoch
+        self.counts = {s: 0 for s in layout.STATUSES}
+        self.running: dict[str, Any] = {}  # trial_id -> trial
+        self.epoch: dict[str, int] = {}  # trial_id -> last epoch reported
         self.trial_best: dict[str, float] = {}
-        self.best: tuple[float, str, int, dict[str, Any]] | None = None  # cmap, trial, epoch, config
+        self.best: tuple[float, int | str, int, dict[str, Any]] | None = None  # cmap, trial index, epoch, config
         self.finished = 0
         self._drawn = 0  # lines of the block on screen
         self._last_draw = 0.0
 
     # --- Tune callbacks ------------------------------------------------------------------------
+    def index(self, trial) -> int | str:
+        """The trial's trial_index, as in trials.csv (Ray's id where its tag has no counter)."""
+        number = trial_number(trial)
+        return number - self.first_number if number is not None else trial.trial_id
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running[trial.trial_id] = 0
+        self.running[trial.trial_id] = trial
+        self.epoch.setdefault(trial.trial_id, 0)
         self._redraw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.running[trial.trial_id] = int(result.get(spaces.TIME_ATTR, 0))
+        self.epoch[trial.trial_id] = int(result.get(spaces.TIME_ATTR, 0))
         value = result.get(spaces.METRIC)
         if value is None or result.get("status") == "diverged":
             return
         self.trial_best[trial.trial_id] = max(self.trial_best.get(trial.trial_id, float("-inf")), value)
         if self.best is None or value > self.best[0]:
             config = {k: trial.config[k] for k in self.searched if k in trial.config}
-            self.best = (float(value), trial.trial_id, int(result.get(spaces.TIME_ATTR, 0)), config)
+            self.best = (float(value), self.index(trial), int(result.get(spaces.TIME_ATTR, 0)), config)
         self._redraw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epoch = int(last.get(spaces.TIME_ATTR, 0))
+        # called when the trial returned or ASHA stopped it; the ones the search ends around come last
         status = trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")
-        if status == "unfinished":  # the search ended around it (time budget): counted as stopped early
-            status = "stopped_early"
-        how = {"diverged": f"diverged at epoch {epoch}", "completed": f"completed {epoch} epochs",
-               "stopped_early": f"stopped early at epoch {epoch}"}[status]
+        how = {layout.DIVERGED: f"diverged at epoch {epoch}", layout.COMPLETED: f"completed {epoch} epochs",
+               layout.STOPPED_EARLY: f"stopped early at epoch {epoch}"}[status]
         self._finish(trial, status, how)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "errored", "errored")
+        self._finish(trial, layout.ERRORED, "errored")
 
     def on_step_end(self, iteration, trials, **info):
         self._redraw()
 
     def on_experiment_end(self, trials, **info):
+        for trial in list(self.running.values()):  # cut by --time-budget or an interruption
+            self._finish(trial, layout.UNFINISHED, f"unfinished at epoch {self.epoch.get(trial.trial_id, 0)}")
         self._redraw(force=True)
         if self.tty:
             self.out.write("\n")
@@ -90,9 +100,9 @@ class LiveView(tune.Callback):
         self.counts[status] += 1
         self.finished += 1
         mine = self.trial_best.get(trial.trial_id, float("nan"))
-        best = self.best[0] if self.best else float("nan")
-        line = (f"[{duration(self.clock() - self.t0):>6}] trial {self.finished:>3}/{self.total} {how:<26} "
-                f"cmap {mine:.4f}   best so far {best:.4f}")
+        best = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "nan"
+        line = (f"[{duration(self.clock() - self.t0):>6}] {self.finished:>3}/{self.total} trial {self.index(trial):>3} "
+                f"{how:<26} its best cmap {mine:.4f} | best so far {best}")
         self._clear()
         self.out.write(line + "\n")
         self.out.flush()
@@ -112,10 +122,11 @@ class LiveView(tune.Callback):
         lines = [f"birdtune  {self.finished}/{self.total} trials done | running {len(self.running)} | "
                  f"stopped early {c['stopped_early']} | completed {c['completed']} | errored {c['errored']}"
                  + (f" | diverged {c['diverged']}" if c["diverged"] else "")
+                 + (f" | unfinished {c['unfinished']}" if c["unfinished"] else "")
                  + f" | elapsed {duration(elapsed)} | left " + (f"~{duration(eta)}" if eta is not None else "?")]
         if self.best:
-            value, trial_id, epoch, config = self.best
-            lines.append(f"best cmap {value:.4f} (trial {trial_id}, epoch {epoch}): "
+            value, index, epoch, config = self.best
+            lines.append(f"best cmap so far {value:.4f} (trial {index}, epoch {epoch}): "
                          + " ".join(f"{k}={_value(v)}" for k, v in config.items()))
         else:
             lines.append("best cmap: no epoch finished yet")
@@ -139,3 +150,27 @@ class LiveView(tune.Callback):
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self._drawn, self._last_draw = len(lines), now
+
+
+class CutTrials(tune.Callback):
+    """Records the trials still running when the search ends (--time-budget, Ctrl-C) in <exp>/cut_trials.txt:
+    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference."""
+
+    def __init__(self, exp: str):
+        self.exp = exp
+        self.running: set[str] = set()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        if self.running:
+            path = storage.join(self.exp, layout.CUT)
+            before = set((storage.read_text(path) or "").split())
+            storage.write_text(path, "".join(f"{t}\n" for t in sorted(before | self.running)))

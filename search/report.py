@@ -1,5 +1,5 @@
-"""report.html (one self-contained file, opens offline) and its PNGs from an experiment's exported tables:
-learning curves with ASHA's rungs, parameters vs cmAP, importances, the best config vs the notebook's, cost."""
+"""report.html (one self-contained file, opens offline) and its PNGs from an experiment's Outcome: learning
+curves with ASHA's rungs, parameters vs cmAP, importances, the best config vs the space's starting point, cost."""
 from __future__ import annotations
 
 import base64
@@ -15,33 +15,32 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 import spaces  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
-from search import storage  # noqa: E402
+from search import layout, storage  # noqa: E402
+from search.results import Outcome  # noqa: E402
 
-COLORS = {"completed": "#2b8a3e", "stopped_early": "#e8590c", "diverged": "#c92a2a", "errored": "#868e96",
-          "unfinished": "#1c7ed6"}
-PLOTS = ("curves.png", "params.png", "importance.png")
+COLORS = {layout.COMPLETED: "#2b8a3e", layout.STOPPED_EARLY: "#e8590c", layout.DIVERGED: "#c92a2a",
+          layout.ERRORED: "#868e96", layout.UNFINISHED: "#1c7ed6"}
+PLOTS = layout.PLOTS
 
 
-def rungs(meta: dict[str, Any]) -> list[int]:
+def rungs(max_t: int, grace_period: int, reduction_factor: int, scheduler: str = "asha") -> list[int]:
     """The epochs at which ASHA compares trials: grace * rf^k below max_t (none without ASHA)."""
-    if meta.get("scheduler", "asha") != "asha":
+    if scheduler != "asha":
         return []
-    out, t = [], int(meta["grace_period"])
-    while t < meta["max_t"]:
+    out, t = [], int(grace_period)
+    while t < max_t:
         out.append(t)
-        t *= int(meta["reduction_factor"])
+        t *= int(reduction_factor)
     return out
 
 
-def notebook_values() -> dict[str, Any]:
-    """The notebook's CFG: TrainConfig's defaults with the notebook's fine-tuning values on top."""
-    from spaces.finetune import NOTEBOOK
-
-    return {**TrainConfig().to_dict(), **NOTEBOOK}
+def reference(space: spaces.Space) -> tuple[str, dict[str, Any]]:
+    """What the best config is compared with: the space's first (warm-start) trial on TrainConfig's
+    defaults, named as the space names it (the finetune space's is the notebook's own values)."""
+    return space.reference, {**TrainConfig().to_dict(), **(space.points[0] if space.points else {})}
 
 
 def _png(fig) -> bytes:
@@ -51,28 +50,28 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any]) -> bytes:
+def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, max_t: int, rung_epochs: list[int]) -> bytes:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     status = dict(zip(table["trial_id"], table["status"]))
     seen: set[str] = set()
     for trial_id, g in curves.groupby("trial_id", sort=False):
-        s = status.get(trial_id, "unfinished")
-        ax.plot(g["epoch"], g[meta["metric"]], marker="o", ms=3, lw=1.2, alpha=0.85, color=COLORS[s],
+        s = status.get(trial_id, layout.UNFINISHED)
+        ax.plot(g["epoch"], g[spaces.METRIC], marker="o", ms=3, lw=1.2, alpha=0.85, color=COLORS[s],
                 label=s.replace("_", " ") if s not in seen else None)
         seen.add(s)
-    for i, r in enumerate(rungs(meta)):
+    for i, r in enumerate(rung_epochs):
         ax.axvline(r, color="#495057", ls="--", lw=0.8, label="ASHA rung" if i == 0 else None)
-    ax.set(xlabel="epoch", ylabel=meta["metric"], title=f"learning curves of {len(table)} trials",
-           xlim=(0.5, meta["max_t"] + 0.5))
+    ax.set(xlabel="epoch", ylabel=spaces.METRIC, title=f"learning curves of {len(table)} trials",
+           xlim=(0.5, max_t + 0.5))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
-def params_plot(table: pd.DataFrame, meta: dict[str, Any]) -> bytes:
-    dists = spaces.get(meta["space"]).distributions()
-    names = [n for n in meta["searched"] if n in table]
+def params_plot(table: pd.DataFrame, space: spaces.Space, searched: list[str]) -> bytes:
+    dists = space.distributions()
+    names = [n for n in searched if n in table]
     cols = min(3, len(names)) or 1
     rows = math.ceil(len(names) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
@@ -82,7 +81,7 @@ def params_plot(table: pd.DataFrame, meta: dict[str, Any]) -> bytes:
         if dists.get(name, {}).get("log"):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
-        ax.set(xlabel=name, ylabel=f"best {meta['metric']}")
+        ax.set(xlabel=name, ylabel=f"best {spaces.METRIC}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
@@ -108,13 +107,12 @@ def importance_plot(imp: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def cost(table: pd.DataFrame, curves: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+def cost(table: pd.DataFrame, max_t: int, cpus_per_trial: float, gpus_per_trial: float) -> dict[str, Any]:
     """Trial-epochs and device hours spent, and what every trial at full length would have cost."""
-    gpus, cpus = float(meta.get("gpus_per_trial") or 0), float(meta.get("cpus_per_trial") or 1)
-    unit, per = ("GPU", gpus) if gpus else ("CPU", cpus)
+    unit, per = ("GPU", float(gpus_per_trial)) if gpus_per_trial else ("CPU", float(cpus_per_trial or 1))
     epochs = int(table["epochs"].sum()) if not table.empty else 0
     hours = float(table["wall_s"].sum()) * per / 3600 if not table.empty else 0.0
-    full = len(table) * int(meta["max_t"])
+    full = len(table) * int(max_t)
     per_epoch_h = hours / epochs if epochs else 0.0
     return dict(unit=unit, trials=len(table), trial_epochs=epochs, hours=hours, full_epochs=full,
                 full_hours=per_epoch_h * full, saved=1 - epochs / full if full else 0.0)
@@ -132,39 +130,42 @@ def _table_html(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build(exp: str, meta: dict[str, Any], table: pd.DataFrame, curves: pd.DataFrame, imp: pd.DataFrame,
-          best_cfg_text: str | None, revalidation: pd.DataFrame | None) -> dict[str, bytes]:
-    """{file name: bytes} of report.html and the PNGs it embeds."""
-    pngs = {"curves.png": curves_plot(table, curves, meta), "params.png": params_plot(table, meta),
-            "importance.png": importance_plot(imp)}
-    c = cost(table, curves, meta)
-    counts = table["status"].value_counts().to_dict() if not table.empty else {}
-    best_rows = []
-    header = {}
-    if best_cfg_text:
-        header = yaml.safe_load("\n".join(ln[2:] for ln in best_cfg_text.splitlines() if ln.startswith("# "))) or {}
-        chosen = yaml.safe_load(best_cfg_text) or {}
-        nb = notebook_values()
-        keys = list(meta["searched"]) + [k for k in ("epochs", "batch_size", "model_name", "img_size", "loss",
-                                                     "mixup_p", "lr_schedule") if k not in meta["searched"]]
-        best_rows = [dict(parameter=k, best=chosen.get(k), notebook=nb.get(k),
-                          searched="yes" if k in meta["searched"] else "") for k in keys]
+def render(out: Outcome) -> dict[str, bytes]:
+    """{file name: bytes} of report.html and the PNGs it embeds, from the outcome alone."""
+    spec, table = out.spec, out.table
+    space = spaces.get(spec.space)
+    rung_epochs = rungs(spec.max_t, spec.grace_period, spec.reduction_factor, spec.scheduler)
+    pngs = {"curves.png": curves_plot(table, out.curves, spec.max_t, rung_epochs),
+            "params.png": params_plot(table, space, spec.searched), "importance.png": importance_plot(out.importance)}
+    c = cost(table, spec.max_t, spec.cpus_per_trial, spec.gpus_per_trial)
+    best_rows, header, columns = [], {}, ["parameter", "best", "searched"]
+    if out.best is not None:
+        header, chosen = out.best.header, out.best_config()
+        name, ref = reference(space)
+        keys = list(spec.searched) + [k for k in ("epochs", "batch_size", "model_name", "img_size", "loss",
+                                                  "mixup_p", "lr_schedule") if k not in spec.searched]
+        best_rows = [dict(parameter=k, best=chosen.get(k), **({name: ref.get(k)} if name else {}),
+                          searched="yes" if k in spec.searched else "") for k in keys]
+        if name:
+            columns.insert(2, name)
     img = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}"></figure>'
                   for n, b in pngs.items())
     top = table.sort_values("best_cmap", ascending=False).head(10)[
-        ["trial_index", "status", "epochs", "best_cmap", *meta["searched"], "wall_s"]] if not table.empty else table
+        ["trial_index", "status", "epochs", "best_cmap", *spec.searched, "wall_s"]] if not table.empty else table
+    counts = out.counts
     parts = [
-        f"<h1>birdtune report: {html.escape(storage.basename(exp))}</h1>",
-        f"<p>space <b>{html.escape(meta['space'])}</b>, searcher {html.escape(str(meta.get('searcher', 'tpe')))}, "
-        f"scheduler {html.escape(str(meta.get('scheduler', 'asha')))}, {len(table)} trials of up to {meta['max_t']} "
+        f"<h1>birdtune report: {html.escape(storage.basename(out.exp))}</h1>",
+        f"<p>space <b>{html.escape(spec.space)}</b>, searcher {html.escape(spec.searcher)}, "
+        f"scheduler {html.escape(spec.scheduler)}, {len(table)} trials of up to {spec.max_t} "
         f"epochs ({', '.join(f'{v} {k.replace(chr(95), chr(32))}' for k, v in counts.items())}); "
         f"written {datetime.now():%Y-%m-%d %H:%M}</p>",
         "<h2>Best config</h2>",
-        (f"<p>trial {html.escape(str(header.get('trial_id', '')))}: best {meta['metric']} "
-         f"{header.get('best_cmap', header.get('search_best_cmap', float('nan'))):.4f}"
+        (f"<p>trial {header.get('trial_index', '')} (Ray trial {html.escape(str(header.get('trial_id', '')))}): "
+         f"best {spec.metric} {header.get('best_cmap', header.get('search_best_cmap', float('nan'))):.4f}"
          + (f"; re-validated mean {header['revalidation_mean_cmap']:.4f} over folds "
             f"{', '.join(str(k) for k in header.get('revalidation_cmap_per_fold', {}))}"
-            if "revalidation_mean_cmap" in header else "") + "</p>" + _table_html(pd.DataFrame(best_rows)))
+            if "revalidation_mean_cmap" in header else "") + "</p>"
+         + _table_html(pd.DataFrame(best_rows, columns=columns)))
         if best_rows else "<p>no trial has a result yet</p>",
         "<h2>Cost</h2>",
         f"<p>{c['trial_epochs']} trial-epochs and {c['hours']:.2f} {c['unit']} hours; every trial at full length "
@@ -173,19 +174,11 @@ def build(exp: str, meta: dict[str, Any], table: pd.DataFrame, curves: pd.DataFr
         "<h2>Plots</h2>", img,
         "<h2>Top trials</h2>", _table_html(top),
     ]
-    if revalidation is not None and not revalidation.empty:
-        parts += ["<h2>Re-validation</h2>", _table_html(revalidation.drop(columns=["run_id"], errors="ignore"))]
+    if out.revalidation is not None and not out.revalidation.empty:
+        parts += ["<h2>Re-validation</h2>", _table_html(out.revalidation.drop(columns=["run_id"], errors="ignore"))]
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#212529}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #dee2e6;padding:3px 8px}"
              "th{background:#f1f3f5}img{max-width:100%}figure{margin:1em 0}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>birdtune report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
-    return {"report.html": page.encode(), **pngs}
-
-
-def write(exp: str, meta: dict[str, Any], table: pd.DataFrame, curves: pd.DataFrame, imp: pd.DataFrame,
-          revalidation: pd.DataFrame | None) -> str:
-    best_cfg_text = storage.read_text(storage.join(exp, "best", "config.yaml"))
-    for name, data in build(exp, meta, table, curves, imp, best_cfg_text, revalidation).items():
-        storage.write_bytes(storage.join(exp, name), data)
-    return storage.join(exp, "report.html")
+    return {layout.REPORT: page.encode(), **pngs}

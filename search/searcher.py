@@ -1,26 +1,32 @@
-"""The searchers and schedulers `--searcher` and `--scheduler` name, and the ASHA-aware Optuna searcher.
+"""The searchers and schedulers `--searcher` and `--scheduler` name: the ASHA-aware Optuna searcher (`tpe`)
+and the rung-aware multi-fidelity TPE built on it (`mftpe`).
 
 Stock `OptunaSearch` tells Optuna that a trial ASHA cut off after one epoch is COMPLETE with its
 one-epoch score, so TPE models it as if it were a full-length result. `AshaAwareOptunaSearch` reports
 every epoch as an intermediate value and tells Optuna what really happened: PRUNED for a trial stopped
 before max_t (Optuna's TPE ranks pruned trials by how far they got, then by their last value), FAIL for
 an errored or diverged one, COMPLETE with its best-epoch score for one that ran to max_t.
+
+Even so TPE's "good" set holds about a tenth of the trials, filled from COMPLETE ones first: the epoch-1
+scores of the many trials ASHA stops shape nothing. `MultiFidelityTPE` (BOHB's idea, asynchronous) makes
+every trial's score at every ASHA rung it reached an observation and proposes from a TPE fitted on the
+highest rung that holds enough of them, so cheap early scores guide the next configs from the start.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
-from search.export import DB_FILE
+from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS
 
-SEARCHERS = ("tpe", "random")
-SCHEDULERS = ("asha", "none")
+DEFAULT = DEFAULT_SEARCHER
 
 
 def sqlite_storage(path: str) -> optuna.storages.RDBStorage:
@@ -99,6 +105,131 @@ class AshaAwareOptunaSearch(OptunaSearch):
                          if t._trial_id not in known]
 
 
+class MultiFidelityTPE(AshaAwareOptunaSearch):
+    """Asynchronous multi-fidelity TPE: every trial's best cmAP up to each ASHA rung it reached is an
+    observation of that rung; a new trial's values come from a TPE fitted on the highest rung with at
+    least `min_points` observations (before that, from the study's own sampler). The study in optuna.db
+    still holds every trial with its real state (the proposal is enqueued, then asked for as usual), so
+    PRUNED/FAIL, importances and re-validation work as with `tpe`.
+
+    The rung models run in memory, one per rung, with Optuna's constant liar: a trial proposed from a
+    rung and not yet scored there counts as a poor point, so concurrent proposals spread. Past
+    `history` observations a rung's model keeps the best half and the most recent rest."""
+
+    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0,
+                 random_fraction: float = 0.0, good_fraction: float = 0.1, **kw):
+        super().__init__(**kw)
+        self._rungs = sorted(rungs)
+        self._min_points, self._history, self._seed = min_points, history, seed
+        self._random_fraction, self._good_fraction = random_fraction, good_fraction
+        self._rng = np.random.default_rng(seed)
+        self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
+        self._best_so_far: dict[str, float] = {}
+        self._models: dict[int, tuple[optuna.Study, int]] = {}  # rung -> (in-memory study, observations in it)
+        self._pending: dict[str, tuple[int, int]] = {}  # trial_id -> (rung, model trial number) of its proposal
+        self._proposed = 0
+
+    # --- observations --------------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        self.observe(trial_id, result)
+
+    def observe(self, trial_id: str, result: dict) -> None:
+        """Record the trial's best score so far when it reaches a rung (also used to rebuild the rungs
+        from an experiment's recorded results)."""
+        if trial_id not in self._ot_trials or result.get("status") == "diverged":
+            return
+        value, epoch = result.get(self.metric), int(result.get(self._time_attr, 0))
+        if value is None or epoch < 1:
+            return
+        best = max(float(value), self._best_so_far.get(trial_id, float("-inf")))
+        self._best_so_far[trial_id] = best
+        if epoch in self._obs and trial_id not in self._obs[epoch]:
+            params = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).params
+            self._obs[epoch][trial_id] = (params, best)
+            pending = self._pending.get(trial_id)
+            if pending and pending[0] == epoch:  # the proposal's placeholder gets its real score
+                study, _ = self._model(epoch)
+                study.tell(pending[1], best)
+                self._pending.pop(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        super().on_trial_complete(trial_id, result, error)
+        pending = self._pending.pop(trial_id, None)
+        if pending:  # stopped (or failed) before the rung it was proposed from: no score there
+            study, _ = self._model(pending[0])
+            study.tell(pending[1], state=TrialState.FAIL)
+
+    # --- proposals -----------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        fresh = trial_id not in self._ot_trials and not getattr(self, "_orphans", None)
+        if fresh and not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            proposal = self._propose(trial_id)
+            if proposal is not None:
+                self._ot_study.enqueue_trial(proposal)  # the study's next ask() takes these values
+        return super().suggest(trial_id)
+
+    def _model(self, rung: int) -> tuple[optuna.Study, int]:
+        """The rung's model study, brought up to date with its observations. It grows by the new ones;
+        once it holds 2 x `history` trials it is rebuilt from the best `history` / 2 observations and the
+        most recent `history` / 2 (so asking stays cheap however long the search runs)."""
+        study, consumed = self._models.get(rung) or (None, 0)
+        items = list(self._obs[rung].values())
+        if study is None or len(study.trials) >= 2 * self._history:
+            good = self._good_fraction
+            sampler = optuna.samplers.TPESampler(seed=self._seed * 1009 + rung, multivariate=True,
+                                                 n_startup_trials=0, constant_liar=True,
+                                                 gamma=lambda n: min(int(np.ceil(good * n)), 25))
+            level = optuna.logging.get_verbosity()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            optuna.logging.set_verbosity(level)
+            self._pending = {t: p for t, p in self._pending.items() if p[0] != rung}
+            if len(items) > self._history:
+                best = sorted(range(len(items)), key=lambda i: -items[i][1])[: self._history // 2]
+                keep = sorted(set(best) | set(range(len(items) - self._history // 2, len(items))))
+                add = [items[i] for i in keep]
+            else:
+                add = items
+        else:
+            add = items[consumed:]
+        dists = self._distributions()
+        for params, value in add:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+        self._models[rung] = (study, len(items))
+        return study, len(items)
+
+    def _distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        if not hasattr(self, "_dists"):
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            trial = study.ask()
+            self._space(trial)
+            self._dists = trial.distributions
+        return self._dists
+
+    def _propose(self, trial_id: str) -> dict[str, Any] | None:
+        rung = next((r for r in reversed(self._rungs) if len(self._obs[r]) >= self._min_points), None)
+        if rung is None:
+            return None  # too few scores anywhere yet: the study's sampler decides
+        if self._rng.random() < self._random_fraction:
+            return None  # a share of random configs, as BOHB keeps: noisy scores mislead any model
+        study, _ = self._model(rung)
+        trial = study.ask()
+        self._space(trial)
+        self._pending[trial_id] = (rung, trial.number)
+        self._proposed += 1
+        return dict(trial.params)
+
+
+def rung_epochs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """ASHA's rungs (grace * rf^k below max_t, as Ray's _Bracket makes them) and max_t itself."""
+    out, t = [], grace_period
+    while t < max_t:
+        out.append(t)
+        t *= reduction_factor
+    return out + [max_t]
+
+
 def tune_domains(space: spaces.Space) -> dict[str, Any]:
     """The space as Ray Tune domains, for Ray's random search. Bounds stay inclusive, as Optuna's."""
     out: dict[str, Any] = {}
@@ -126,14 +257,21 @@ def startup_trials(num_samples: int) -> int:
 
 
 def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, study_name: str,
-                  db_path: str | None, concurrency: int, num_samples: int):
-    """(search_alg, param_space) for Tuner: TPE over the space's define-by-run function, or Ray's random search."""
+                  db_path: str | None, concurrency: int, num_samples: int, grace_period: int = 1,
+                  reduction_factor: int = 4):
+    """(search_alg, param_space) for Tuner: TPE (`tpe`), the multi-fidelity TPE (`mftpe`) over the space's
+    define-by-run function, or Ray's random search."""
     points = [dict(p) for p in space.points]
+    common = dict(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t, points_to_evaluate=points,
+                  study_name=study_name, db_path=db_path)
     if kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials(num_samples))
-        return AshaAwareOptunaSearch(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t,
-                                     points_to_evaluate=points, sampler=sampler, study_name=study_name,
-                                     db_path=db_path), None
+        return AshaAwareOptunaSearch(sampler=sampler, **common), None
+    if kind == "mftpe":
+        dims = len(space.distributions())
+        sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
+        return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor), min_points=dims + 2,
+                                seed=seed, sampler=sampler, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 

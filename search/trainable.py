@@ -5,26 +5,33 @@ import gc
 import os
 import shutil
 import tempfile
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
-from ray import tune
 
-from core import engine
 from core.config import TrainConfig
 from core.data import DecodedData
-from core.engine import fit
-
-# Test-only fault injection (tests/test_faults.py), never a user-facing flag:
-#   BIRDTUNE_TEST_FAULT="<crash|oom|diverge>@<key>=<value>[;after=<epoch>][;times=<n>]"
-# faults the trials whose config has key == value: crash/oom raise after reporting any epoch >= `after`
-# (at most `times` times, counted in files under BIRDTUNE_TEST_FAULT_DIR); diverge makes the loss NaN.
-FAULT_ENV, FAULT_DIR_ENV = "BIRDTUNE_TEST_FAULT", "BIRDTUNE_TEST_FAULT_DIR"
+from core.engine import Report, fit
+from core.losses import build_loss
 
 
-def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float) -> None:
+@dataclass(frozen=True)
+class TrialHooks:
+    """What a caller may change in every trial without editing the trainable (tests/faults.py injects
+    crashes and divergence this way): the loss factory core.engine.fit uses, and a wrapper of the
+    per-epoch report. Each receives the trial's config first. Must pickle (Ray ships it to the workers)."""
+
+    loss_factory: Callable[[dict[str, Any], str, float], torch.nn.Module] | None = None
+    wrap_report: Callable[[dict[str, Any], Report], Report] | None = None
+
+
+def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float,
+                hooks: TrialHooks | None = None) -> None:
     """Train one trial. `data` arrives once per node through the object store (tune.with_parameters);
     `base` is the search's resolved TrainConfig, onto which the trial's searched values go."""
+    from ray import tune  # here, not above: TrialHooks is imported by search.run, which loads no Ray
+
     if "revalidate" in config:  # a re-validation run: a chosen trial's values, on another validation fold
         item = config["revalidate"]
         config = {**item["params"], "fold": int(item["fold"])}
@@ -45,43 +52,15 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
             else:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        build_loss = engine.build_loss
-        try:
-            fit(cfg, _inject_faults(config, report), data=data, resume_from=resume_from, progress=False)
-        finally:
-            engine.build_loss = build_loss  # the patch must not outlive the trial if its worker is reused
+        loss_factory = build_loss
+        if hooks and hooks.wrap_report:
+            report = hooks.wrap_report(config, report)
+        if hooks and hooks.loss_factory:
+            custom = hooks.loss_factory
+            loss_factory = lambda name, smoothing: custom(config, name, smoothing)  # noqa: E731
+        fit(cfg, report, data=data, resume_from=resume_from, progress=False, loss_factory=loss_factory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if torch.cuda.is_available():  # a reused worker must not keep this trial's GPU memory from its neighbours
             gc.collect()
             torch.cuda.empty_cache()
-
-
-def _inject_faults(config: dict[str, Any], report):
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return report
-    kind, _, rest = spec.partition("@")
-    target, *opts = rest.split(";")
-    key, _, value = target.partition("=")
-    if key not in config or abs(float(config[key]) - float(value)) > 1e-12:
-        return report
-    opt = dict(o.split("=") for o in opts)
-    after, times = int(opt.get("after", 1)), int(opt.get("times", 1))
-    if kind == "diverge":
-        real = engine.build_loss
-        engine.build_loss = lambda name, smoothing: (lambda logits, y: real(name, smoothing)(logits, y) * float("nan"))
-        return report
-    counter = os.path.join(os.environ.get(FAULT_DIR_ENV, tempfile.gettempdir()), f"fault-{key}-{value}")
-
-    def faulty(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        report(metrics, checkpoint_dir)
-        done = os.path.getsize(counter) if os.path.exists(counter) else 0
-        if metrics["epoch"] >= after and done < times:
-            with open(counter, "a") as fh:
-                fh.write("x")
-            if kind == "oom":
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by BIRDTUNE_TEST_FAULT)")
-            raise RuntimeError(f"injected crash after epoch {after} (BIRDTUNE_TEST_FAULT)")
-
-    return faulty

@@ -23,6 +23,7 @@ class Space:
     demo_size: str = "default"  # demo data set used when no --csv is given
     demo: dict[str, Any] = field(default_factory=dict)  # overrides of epochs/num_samples/... on the demo data
     init_from_demo_base: bool = False  # on the demo data, start from its base checkpoint
+    reference: str = "first trial"  # what the report calls points[0] when comparing the best config with it
 
     def on_demo(self) -> "Space":
         """This space with its demo-sized settings."""

@@ -30,4 +30,5 @@ SPACE = Space(
     points=[NOTEBOOK],
     demo=dict(epochs=8, grace_period=1, reduction_factor=4, num_samples=16),
     init_from_demo_base=True,
+    reference="notebook",
 )

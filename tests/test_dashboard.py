@@ -15,7 +15,7 @@ import pytest
 import browser
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
+from helpers import ENV
 
 
 def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):

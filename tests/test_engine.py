@@ -85,16 +85,14 @@ def test_resume_after_the_last_epoch_changes_nothing(tiny_cfg, tiny_data):
     assert again["epochs_run"] == 1 and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_non_finite_loss_ends_with_status_diverged(tiny_cfg, tiny_data, monkeypatch):
-    real = engine.build_loss
-
-    def nan_loss(name, smoothing):
-        inner = real(name, smoothing)
+def test_non_finite_loss_ends_with_status_diverged(tiny_cfg, tiny_data):
+    def nan_loss(name, smoothing):  # fit takes its loss factory as an argument
+        inner = engine.build_loss(name, smoothing)
         return lambda logits, y: inner(logits, y) * float("nan")
 
-    monkeypatch.setattr(engine, "build_loss", nan_loss)
     reports = []
-    summary = engine.fit(tiny_cfg.replace(epochs=3), lambda m, d: reports.append((m, d)), data=tiny_data)
+    summary = engine.fit(tiny_cfg.replace(epochs=3), lambda m, d: reports.append((m, d)), data=tiny_data,
+                         loss_factory=nan_loss)
     assert summary["status"] == "diverged" and summary["epochs_run"] == 1
     (m, d), = reports
     assert m["status"] == "diverged" and m["cmap"] == 0.0 and d is None

@@ -13,12 +13,15 @@ class Clock:
         return self.t
 
 
-def trial(tid, lr, last=None):
-    return SimpleNamespace(trial_id=tid, config={"lr": lr, "drop_rate": 0.25}, last_result=last or {})
+def trial(tid, number, lr, last=None):
+    """A stand-in for Ray's Trial: its id, its experiment tag (creation counter first, 1-based under a
+    Searcher), its config and last result."""
+    return SimpleNamespace(trial_id=tid, experiment_tag=f"{number}_lr={lr}", config={"lr": lr, "drop_rate": 0.25},
+                           last_result=last or {})
 
 
 def drive(view, clock):
-    a, b, c = trial("a", 0.01), trial("b", 0.002), trial("c", 0.1)
+    a, b, c = trial("a", 1, 0.01), trial("b", 2, 0.002), trial("c", 3, 0.1)
     for t in (a, b):
         view.on_trial_start(0, [], t)
     clock.t += 5
@@ -44,9 +47,12 @@ def test_off_a_terminal_one_plain_line_per_finished_trial():
     drive(LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=False, clock=clock), clock)
     lines = out.getvalue().splitlines()
     assert "\x1b" not in out.getvalue() and len(lines) == 3
-    assert lines[0] == "[   10s] trial   1/4 stopped early at epoch 1   cmap 0.6000   best so far 0.7000"
-    assert "diverged at epoch 1" in lines[1] and "cmap nan" in lines[1]  # a diverged score is never "best"
-    assert lines[2].startswith("[   20s] trial   3/4 completed 3 epochs") and lines[2].endswith("best so far 0.8000")
+    # trials are named by trial_index, as in trials.csv; which cmAP is whose is said
+    assert lines[0] == ("[   10s]   1/4 trial   1 stopped early at epoch 1   its best cmap 0.6000 | "
+                        "best so far 0.7000 (trial 0)")
+    assert "trial   2 diverged at epoch 1" in lines[1] and "its best cmap nan" in lines[1]  # never "best"
+    assert lines[2].startswith("[   20s]   3/4 trial   0 completed 3 epochs") and lines[2].endswith(
+        "best so far 0.8000 (trial 0)")
 
 
 def test_on_a_terminal_the_block_is_redrawn_in_place():
@@ -57,16 +63,35 @@ def test_on_a_terminal_the_block_is_redrawn_in_place():
     final = text.rsplit("\x1b[J", 1)[1].splitlines()
     assert final[0] == ("birdtune  3/4 trials done | running 0 | stopped early 1 | completed 1 | errored 0 | "
                         "diverged 1 | elapsed 20s | left ~7s")
-    assert final[1] == "best cmap 0.8000 (trial a, epoch 3): lr=0.01 drop_rate=0.25"
+    assert final[1] == "best cmap so far 0.8000 (trial 0, epoch 3): lr=0.01 drop_rate=0.25"
     assert final[2].startswith("dashboard http://127.0.0.1:8265") and "ray get-auth-token" in final[2]
     # the finished-trial lines stay on screen above the block
-    assert text.count("trial   1/4 stopped early") == 1 and "trial   3/4 completed 3 epochs" in text
+    assert text.count("1/4 trial   1 stopped early") == 1 and "3/4 trial   0 completed 3 epochs" in text
 
 
 def test_before_any_result_the_block_says_so_and_has_no_estimate():
     clock, out = Clock(), io.StringIO()
     view = LiveView(3, 4, ["lr"], None, out=out, tty=True, clock=clock)
-    view.on_trial_start(0, [], trial("a", 0.01))
+    view.on_trial_start(0, [], trial("a", 1, 0.01))
     assert view.block() == ["birdtune  0/4 trials done | running 1 | stopped early 0 | completed 0 | errored 0 | "
                             "elapsed 0s | left ?", "best cmap: no epoch finished yet"]
     assert duration(59) == "59s" and duration(61) == "1m01s" and duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_trials_the_search_ends_around_are_shown_unfinished():
+    """--time-budget (or an interruption) ends the search with trials still running: Tune calls no
+    on_trial_complete for them, so the view says so at the end instead of leaving them out."""
+    clock, out = Clock(), io.StringIO()
+    view = LiveView(3, 3, ["lr"], None, out=out, tty=False, clock=clock, first_number=0)  # random search: 0-based
+    a, b = trial("a", 0, 0.01), trial("b", 1, 0.02)
+    view.on_trial_start(0, [], a)
+    view.on_trial_start(0, [], b)
+    view.on_trial_result(0, [], a, {"epoch": 1, "cmap": 0.5})
+    view.on_trial_result(0, [], b, {"epoch": 2, "cmap": 0.6})
+    a.last_result = {"epoch": 1, "cmap": 0.5}
+    view.on_trial_complete(0, [], a)
+    view.on_experiment_end([])
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[    0s]   1/3 trial   0 stopped early at epoch 1")
+    assert lines[1].startswith("[    0s]   2/3 trial   1 unfinished at epoch 2") and "its best cmap 0.6000" in lines[1]
+    assert view.counts["unfinished"] == 1 and view.block()[0].endswith("unfinished 1 | elapsed 0s | left ~0s")

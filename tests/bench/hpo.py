@@ -28,8 +28,7 @@ import pandas as pd  # noqa: E402
 import spaces  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.engine import fit  # noqa: E402
-from search import run  # noqa: E402
-from search.export import export  # noqa: E402
+from search import cli, cluster, plan, run  # noqa: E402
 
 HELD_OUT = 4  # validation fold of the final check; the searches validate on fold 0, re-validation on 1 and 2
 METHODS = {
@@ -40,16 +39,16 @@ METHODS = {
 }
 
 
-def stock(plan, n):
+def stock(p, n):
     """What a user writes from Ray's docs: OptunaSearch on the define-by-run space, the same ASHA."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    meta = plan.meta
-    searcher = OptunaSearch(space=plan.space.define, metric=spaces.METRIC, mode=spaces.MODE, seed=meta["seed"])
+    spec = p.spec
+    searcher = OptunaSearch(space=p.space.define, metric=spaces.METRIC, mode=spaces.MODE, seed=spec.seed)
     scheduler = ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE,
-                              max_t=plan.epochs, grace_period=meta["grace_period"],
-                              reduction_factor=meta["reduction_factor"])
+                              max_t=spec.max_t, grace_period=spec.grace_period,
+                              reduction_factor=spec.reduction_factor)
     return searcher, None, scheduler
 
 
@@ -67,17 +66,13 @@ def one(method: str, space_name: str, seed: int, trials: int, store: str, top: i
         args += ["--searcher", "random", "--scheduler", "none"]
     if method == "c+rv":
         args += ["--revalidate-top", str(top), "--folds", "1,2"]
-    plan = run.prepare(run.parse_args(args))
-    run.write_meta(plan)
+    p = plan.make(cli.parse_args(args))
     t0 = time.perf_counter()
-    tuner = run.build_tuner(plan, make=stock) if method == "b" else run.build_tuner(plan)
-    tuner.fit()
-    if method == "c+rv":
-        run._revalidate(plan)
-    table = export(plan.exp, quiet=True)
-    rv_epochs = int(pd.read_csv(os.path.join(plan.exp, "revalidation.csv"))["epochs"].sum()) if method == "c+rv" else 0
+    out, _ = run.search(p, cluster.start(p), **({"make": stock} if method == "b" else {}))
+    table = out.table
+    rv_epochs = int(out.revalidation["epochs"].sum()) if out.revalidation is not None else 0
     wall = time.perf_counter() - t0
-    held = held_out_cmap(plan.exp, os.path.join(store, f"heldout-{method}-s{seed}"))
+    held = held_out_cmap(p.options.exp, os.path.join(store, f"heldout-{method}-s{seed}"))
     return dict(method=method, seed=seed, best_cmap=float(table["best_cmap"].max()), held_out=held,
                 trial_epochs=int(table["epochs"].sum()) + rv_epochs, wall_s=wall, trials=len(table),
                 stopped_early=int((table["status"] == "stopped_early").sum()))

@@ -23,8 +23,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from search import run  # noqa: E402
-from search.export import trial_table  # noqa: E402
+from search import cli, cluster, plan, run  # noqa: E402
 
 
 class Timeline:
@@ -45,6 +44,11 @@ class Timeline:
             def on_trial_complete(self, iteration, trials, trial, **info):
                 events[trial.trial_id]["end"] = time.perf_counter()
 
+            def on_experiment_end(self, trials, **info):
+                timeline.fit_end = time.perf_counter()
+
+        timeline = self
+        self.fit_end = float("nan")
         self.callback = _CB()
 
 
@@ -59,21 +63,19 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="birdtune-overhead-") as store:
         t_start = time.perf_counter()
-        plan = run.prepare(run.parse_args([
+        p = plan.make(cli.parse_args([
             "--space", args.space, "--num-samples", str(args.trials), "--epochs", str(args.epochs),
             "--scheduler", "none", "--concurrency", str(args.concurrency), "--no-dashboard",
             "--storage-path", store, "--name", "overhead"]))
         t_prepared = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         t_ray = time.perf_counter()
-        run.write_meta(plan)
+        c = cluster.start(p)
         timeline = Timeline()
-        tuner = run.build_tuner(plan, callbacks=(timeline.callback,))
         t0 = time.perf_counter()
-        tuner.fit()
-        wall = time.perf_counter() - t0
-        table, _ = trial_table(plan.exp, plan.meta)
-        reused = run.reuse_actors(plan.args.address)
+        out, _ = run.search(p, c, callbacks=(timeline.callback,))  # Tuner.fit() and the export after it
+        wall = timeline.fit_end - t0
+        table, reused = out.table, c.reuse_actors
         ray.shutdown()
     compute = float(table["wall_s"].sum())
     ideal = compute / args.concurrency

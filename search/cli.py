@@ -1,0 +1,61 @@
+"""The command line of `python -m search.run`: argparse only. Flags that describe the search default to
+None here, so that `--resume` can tell a flag given from a default (plan.py resolves the defaults)."""
+from __future__ import annotations
+
+import argparse
+
+import spaces
+from search import layout
+
+EXAMPLES = """examples:
+  python -m search.run                                  # finetune space on the built-in demo data (CPU ok)
+  python -m search.run --space smoke                    # seconds: check a set-up
+  python -m search.run --csv Data/train.csv --set init_checkpoint=base.pt --gpus-per-trial 0.25
+  python -m search.run --space scratch --csv Data/train.csv --set model_name=tf_efficientnet_b0.ns_jft_in1k
+  python -m search.run --address auto --storage-path s3://bucket/birdtune   # an existing Ray cluster
+  python -m search.run --revalidate-top 3 --folds 1,2                      # pick the winner on two more folds
+  python -m search.run --searcher random --scheduler none                  # the baseline to compare against
+  python -m search.run --name finetune-20261125-101500 --resume            # continue after a crash
+  python -m search.export results/finetune-20261125-101500                 # rewrite the outputs
+"""
+
+# the flags whose values search.yaml records: --resume takes them from there
+SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "seed", "searcher", "scheduler", "revalidate_top", "folds",
+              "set", "cpus_per_trial", "gpus_per_trial")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.run",
+                                description="Ray Tune + Optuna TPE + ASHA over a search space; the best config exported.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", help=f"search space: {', '.join(spaces.SPACES)} (default finetune)")
+    p.add_argument("--csv", help="notebook-format CSV (default: the built-in demo data)")
+    p.add_argument("--num-samples", type=int, help="number of trials (default: the space's)")
+    p.add_argument("--epochs", type=int, help="epochs per trial = ASHA max_t (default: the space's)")
+    p.add_argument("--gpus-per-trial", type=float, help="e.g. 1, 0.5 or 0.25 (packs trials on a GPU; default 0)")
+    p.add_argument("--cpus-per-trial", type=float, help="whole CPUs per trial (default 1)")
+    p.add_argument("--concurrency", type=int, help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--name", help="experiment name (default <space>-<date>-<time>)")
+    p.add_argument("--storage-path", default=layout.DEFAULT_STORAGE,
+                   help="folder or URI (s3://, gs://, file://, NFS path)")
+    p.add_argument("--address", help="existing Ray cluster: auto, host:port or ray://host:port")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name with Tuner.restore, as its search.yaml describes it")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
+    p.add_argument("--seed", type=int, help="seed of the TPE sampler and of every trial (default 0)")
+    p.add_argument("--time-budget", type=float, help="seconds; past it no trial starts and the search ends")
+    p.add_argument("--no-dashboard", action="store_true", help="start the local Ray cluster without its dashboard")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
+    p.add_argument("--searcher", choices=layout.SEARCHERS,
+                   help=f"tpe: Optuna TPE, ASHA-aware; mftpe: multi-fidelity TPE on every ASHA rung's scores "
+                        f"(both keep their study in <experiment>/optuna.db); random: Ray's random search "
+                        f"(default {layout.DEFAULT_SEARCHER})")
+    p.add_argument("--scheduler", choices=layout.SCHEDULERS,
+                   help="asha: stop weak trials early (default); none: every trial runs all epochs")
+    p.add_argument("--revalidate-top", type=int, metavar="K",
+                   help="after the search, retrain the K best configs at full length on --folds and pick the best mean")
+    p.add_argument("--folds", metavar="F1,F2,...",
+                   help="validation folds for --revalidate-top (default: the two folds after the search's fold)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base TrainConfig field")
+    p.add_argument("--verbose", action="store_true", help="Ray's full trial tables and logs")
+    return p.parse_args(argv)

@@ -1,0 +1,383 @@
+"""What a search is (SearchSpec: what search.yaml holds) and how this run of it goes (RunOptions), built from
+the command line with every input check done before Ray starts."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import spaces
+from core.checkpoint import CheckpointError
+from core.config import ConfigError, TrainConfig, parse_set
+from core.data import DataError, DecodedData, class_names, dataset_info, load_data, read_table, split_folds
+from core.model import ModelError
+from search import layout, storage
+from search.cli import SPEC_FLAGS
+
+
+class UsageError(ValueError):
+    """A bad command line; reported as one line with exit code 2 before Ray starts."""
+
+
+USER_ERRORS = (UsageError, ConfigError, DataError, ModelError, CheckpointError, spaces.UnknownSpace)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The search itself, as search.yaml records it: export, the report and --resume read only this."""
+
+    space: str
+    max_t: int  # epochs per trial = ASHA's max_t
+    grace_period: int
+    reduction_factor: int
+    num_samples: int
+    searched: list[str]
+    points: list[dict[str, Any]]  # warm-start trials
+    seed: int
+    cpus_per_trial: int
+    gpus_per_trial: float
+    searcher: str
+    scheduler: str
+    revalidate_top: int
+    revalidate_folds: list[int]
+    study: str | None  # the Optuna study's SQLite file (tpe)
+    base: dict[str, Any]  # the resolved TrainConfig every trial starts from
+    classes: list[str] = field(default_factory=list)  # class names in label order
+    spectrogram: dict[str, Any] | None = None  # core.prepare's settings of the data, if it made them
+    metric: str = spaces.METRIC
+    mode: str = spaces.MODE
+    time_attr: str = spaces.TIME_ATTR
+    created: str = ""
+
+    ORDER = ("space", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor", "num_samples",
+             "searched", "points", "seed", "cpus_per_trial", "gpus_per_trial", "searcher", "scheduler",
+             "revalidate_top", "revalidate_folds", "study", "base", "classes", "spectrogram", "created")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.ORDER}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SearchSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d.setdefault("searcher", "tpe")  # experiments written before these were recorded (tpe was the default)
+        d.setdefault("scheduler", "asha")
+        d.setdefault("revalidate_top", 0)
+        d.setdefault("revalidate_folds", [])
+        d.setdefault("study", None)
+        return cls(**d)
+
+    @property
+    def first_trial_number(self) -> int:
+        """Ray's trial counter starts at 1 under a Searcher (Optuna) and at 0 under its random search."""
+        return 0 if self.searcher == "random" else 1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs the search: where, on which cluster, what it shows."""
+
+    name: str
+    storage_path: str  # absolute local path or URI
+    storage_arg: str  # as the user wrote it, for the commands printed
+    address: str | None
+    resume: bool
+    max_failures: int
+    time_budget: float | None
+    concurrency: int | None
+    dashboard: bool
+    dashboard_host: str
+    verbose: bool
+
+    @property
+    def exp(self) -> str:
+        """The experiment's folder or URI."""
+        return storage.join(self.storage_path, self.name)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: SearchSpec
+    options: RunOptions
+    space: spaces.Space
+    data: DecodedData
+
+
+def make(args: argparse.Namespace) -> Plan:
+    """Every input checked (nothing written, no Ray): the plan of a new search, or of --resume."""
+    _check_numbers(args)
+    _check_dashboard_host(args)
+    storage_path = storage.normalize(args.storage_path)
+    if args.resume:
+        return _resume(args, storage_path)
+    cpus, gpus = _resources(args)
+    if not args.address:  # a local cluster: what this machine has (a joined one is checked on connecting)
+        check_resources(cpus, gpus, os.cpu_count() or 1, _local_gpus())
+    if args.address:
+        _probe_address(args.address)
+    space = spaces.get(args.space or "finetune")
+    on_demo = not args.csv
+    if on_demo:
+        space = space.on_demo()
+    sets = parse_set(args.set or [])
+    TrainConfig.from_dict(sets)  # a bad value is reported as such before anything else
+    searched = space.searched()
+    clash = sorted(set(sets) & set(searched))
+    if clash:
+        raise UsageError(f"--set {clash[0]} fixes a value the '{space.name}' space searches; drop it or use another space")
+    if not on_demo and space.init_from_demo_base and not sets.get("init_checkpoint"):
+        raise UsageError(f"the '{space.name}' space fine-tunes a bird-pretrained checkpoint and none is set for "
+                         "your data: pass --set init_checkpoint=<checkpoint.pt>, or search from ImageNet or random "
+                         "weights with --space scratch")
+    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    options = _options(args, storage_path, name)
+    problem = storage.check_writable(storage_path)
+    if problem:
+        raise UsageError(f"--storage-path {args.storage_path} is not writable ({problem}); pick another folder")
+    if storage.exists(options.exp):
+        raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
+    epochs = args.epochs or space.epochs
+    seed = 0 if args.seed is None else args.seed
+    base: dict[str, Any] = {}
+    if on_demo:
+        from core import demo
+
+        base.update(demo.demo_overrides(space.demo_size))
+        if space.init_from_demo_base:
+            base["init_checkpoint"] = str(demo.ensure_base_checkpoint(space.demo_size, verbose=True))
+    else:
+        if not Path(args.csv).is_file():
+            raise DataError(f"CSV not found: {args.csv}")
+        base["csv"] = str(Path(args.csv).resolve())
+    base.update(space.base)
+    base.update(sets)
+    base.update(epochs=epochs, seed=seed, device="cuda" if gpus > 0 else "cpu")
+    for k in ("init_checkpoint", "pretrained_file"):
+        if base.get(k):
+            base[k] = str(Path(base[k]).resolve())
+    cfg = TrainConfig.from_dict(base)
+    for point in space.points:
+        TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
+    if not on_demo:
+        read_table(cfg.csv, cfg.num_classes)  # the CSV's own problems first (seconds, no decoding)
+    check_model(cfg)
+    data = load(cfg)
+    searcher = args.searcher or layout.DEFAULT_SEARCHER
+    spec = SearchSpec(
+        space=space.name, max_t=epochs, grace_period=min(space.grace_period, epochs),
+        reduction_factor=space.reduction_factor, num_samples=args.num_samples or space.num_samples,
+        searched=searched, points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
+        gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or "asha",
+        revalidate_top=args.revalidate_top or 0, revalidate_folds=_revalidation_folds(args, data, cfg.fold),
+        study=_study_path(storage_path, name) if searcher != "random" else None, base=cfg.to_dict(),
+        classes=class_names(data.table, cfg.num_classes or data.num_classes, cfg.csv),
+        spectrogram=dataset_info(cfg.csv)[1], created=datetime.now().isoformat(timespec="seconds"))
+    return Plan(spec, options, space, data)
+
+
+def _resume(args: argparse.Namespace, storage_path: str) -> Plan:
+    """The plan of --resume: the search from search.yaml alone; a flag that would change it is refused."""
+    if not args.name:
+        raise UsageError("--resume needs --name of the experiment to continue")
+    options = _options(args, storage_path, args.name)
+    text = storage.read_text(storage.join(options.exp, layout.META_FILE))
+    if text is None:
+        raise UsageError(f"no birdtune experiment '{args.name}' in {storage_path} to resume")
+    spec = SearchSpec.from_dict(yaml.safe_load(text))
+    for flag in ("concurrency", "time_budget"):  # Ray restores the Tuner's own settings: these would be ignored
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} cannot change on --resume: Ray restores the search with "
+                             "the settings it started with; drop it")
+    for given, recorded in _conflicts(args, spec):
+        raise UsageError(f"{given} conflicts with experiment '{args.name}' ({_show(recorded)}): "
+                         "--resume continues the search its search.yaml describes; drop the flag")
+    if not args.address:
+        check_resources(spec.cpus_per_trial, spec.gpus_per_trial, os.cpu_count() or 1, _local_gpus())
+    else:
+        _probe_address(args.address)
+    cfg = TrainConfig.from_dict(spec.base)
+    return Plan(spec, options, spaces.get(spec.space), load(cfg))
+
+
+def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, Any]]:
+    """(the flag as given, the value search.yaml records) for each search-describing flag on this
+    command line that differs from the experiment's."""
+    recorded = {"space": spec.space, "csv": spec.base.get("csv"), "num_samples": spec.num_samples,
+                "epochs": spec.max_t, "seed": spec.seed, "searcher": spec.searcher, "scheduler": spec.scheduler,
+                "revalidate_top": spec.revalidate_top, "folds": spec.revalidate_folds,
+                "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial}
+    out = []
+    for flag in SPEC_FLAGS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag == "set":
+            out += [(f"--set {key}={_show(v)}", spec.base.get(key)) for key, v in parse_set(value).items()
+                    if spec.base.get(key) != v]
+            continue
+        if flag == "folds":
+            value = _parse_folds(value)
+        elif flag == "csv":
+            value = str(Path(value).resolve())
+        if value != recorded[flag]:
+            out.append((f"--{flag.replace('_', '-')} {_show(value)}", recorded[flag]))
+    return out
+
+
+def _show(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _options(args: argparse.Namespace, storage_path: str, name: str) -> RunOptions:
+    return RunOptions(name=name, storage_path=storage_path, storage_arg=args.storage_path, address=args.address,
+                      resume=args.resume, max_failures=args.max_failures, time_budget=args.time_budget,
+                      concurrency=args.concurrency, dashboard=not args.no_dashboard,
+                      dashboard_host=args.dashboard_host, verbose=args.verbose)
+
+
+# --- the checks ---------------------------------------------------------------------------------
+def _resources(args: argparse.Namespace) -> tuple[int, float]:
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    gpus = 0.0 if args.gpus_per_trial is None else args.gpus_per_trial
+    return int(cpus), gpus
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.cpus_per_trial is not None and (args.cpus_per_trial < 1 or not float(args.cpus_per_trial).is_integer()):
+        raise UsageError(f"--cpus-per-trial must be a whole number >= 1, got {args.cpus_per_trial}")
+    if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or (
+            args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer())):
+        raise UsageError(f"--gpus-per-trial must be >= 0 (a fraction up to 1 or a whole number), got {args.gpus_per_trial}")
+    for flag in ("num_samples", "epochs", "concurrency"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.max_failures < 0:
+        raise UsageError("--max-failures must be >= 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError("--time-budget must be > 0 seconds")
+    if args.revalidate_top is not None and args.revalidate_top < 0:
+        raise UsageError("--revalidate-top must be >= 0")
+    if args.folds and not args.revalidate_top and not args.resume:
+        raise UsageError("--folds only applies with --revalidate-top K")
+
+
+def check_resources(cpus: float, gpus: float, have_cpus: float, have_gpus: float) -> None:
+    """A trial that asks for more than the cluster has would wait forever: refuse it now."""
+    if cpus > have_cpus:
+        raise UsageError(f"--cpus-per-trial {cpus:g} but the cluster has {have_cpus:g} CPUs")
+    if gpus > 0 and have_gpus == 0:
+        raise UsageError("--gpus-per-trial is set but no GPU is visible (torch.cuda.device_count() == 0); "
+                         "use --gpus-per-trial 0 to train on CPUs")
+    if gpus > have_gpus:
+        raise UsageError(f"--gpus-per-trial {gpus:g} but the cluster has {have_gpus:g} GPUs")
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_dashboard_host(args: argparse.Namespace) -> None:
+    """Anyone who reaches the dashboard's API can run code on the cluster: loopback by default,
+    a warning for any other address, and a refusal when token authentication is off."""
+    if args.no_dashboard or args.address or args.dashboard_host in LOOPBACK:
+        return
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        raise UsageError(f"--dashboard-host {args.dashboard_host} with RAY_AUTH_MODE=disabled would let anyone who "
+                         "reaches it run code on this machine; keep 127.0.0.1 or turn token authentication on")
+    print(f"warning: the Ray dashboard will listen on {args.dashboard_host}: anyone who reaches it and holds the "
+          "token (`ray get-auth-token`) can submit jobs that run code on this cluster", file=sys.stderr)
+
+
+def _probe_address(address: str) -> None:
+    if address == "auto":
+        return  # ray.init finds (or fails to find) the local cluster without waiting
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address must be auto, host:port or ray://host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with `ray start --head`") from None
+
+
+def _study_path(storage_path: str, name: str) -> str:
+    """The Optuna study's SQLite file: in the experiment folder, or under ./results for a URI storage path
+    (SQLite needs a local file; export copies it beside the trials)."""
+    if storage.is_uri(storage_path):
+        return str(Path("results", name, layout.DB_FILE).resolve())
+    return os.path.join(storage_path, name, layout.DB_FILE)
+
+
+def _parse_folds(text: str) -> list[int]:
+    try:
+        folds = [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise UsageError(f"--folds must be comma-separated fold numbers, got '{text}'") from None
+    return sorted(set(folds))
+
+
+def _revalidation_folds(args: argparse.Namespace, data: DecodedData, search_fold: int) -> list[int]:
+    if not args.revalidate_top:
+        return []
+    have = sorted(int(f) for f in data.table["fold"].unique())
+    if args.folds:
+        folds = _parse_folds(args.folds)
+        if not folds or any(f not in have for f in folds):
+            raise UsageError(f"--folds {args.folds}: the data's folds are {have}")
+        return folds
+    others = have[have.index(search_fold) + 1:] + have[:have.index(search_fold)]
+    if not others:
+        raise UsageError(f"--revalidate-top needs a fold besides the search's fold {search_fold}; the data has {have}")
+    return others[:2]
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """The model builds and its weights can be had, before any trial tries (offline, timm would retry the
+    download in every trial for minutes and each would error)."""
+    from core.model import build_model, pretrained_problem
+
+    if cfg.init_checkpoint or cfg.pretrained_file or not cfg.pretrained:  # weights from disk or none: build it
+        build_model(cfg.model_name, max(2, cfg.num_classes or 2), pretrained=cfg.pretrained,
+                    pretrained_file=cfg.pretrained_file, init_checkpoint=cfg.init_checkpoint)
+        return
+    import timm
+
+    if not timm.is_model(cfg.model_name):
+        raise ModelError(f"unknown timm model '{cfg.model_name}'")
+    problem = pretrained_problem(cfg.model_name)
+    if problem:
+        raise ModelError(f"pretrained=true needs timm's ImageNet weights for '{cfg.model_name}', but {problem}; "
+                         "pass --set pretrained_file=/path/to/weights.safetensors (a local copy), or "
+                         "--set pretrained=false to start from random weights")
+
+
+def load(cfg: TrainConfig) -> DecodedData:
+    """Every image decoded once (what all trials share), with a line saying what it costs."""
+    t0 = time.perf_counter()
+    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True, memory_limit_gb=cfg.memory_limit_gb)
+    split_folds(data.table, cfg.fold)
+    if data.lazy:
+        h, w = data.images.shape[1:]
+        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) would take "
+              f"{len(data.table) * h * w / 1e9:.1f} GB decoded, above memory_limit_gb={cfg.memory_limit_gb:g}: "
+              "every trial reads them from disk per batch (slower; raise the limit if memory allows)")
+    else:
+        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) decoded once into "
+              f"{data.nbytes / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; shared with every trial")
+    return data

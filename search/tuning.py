@@ -1,0 +1,104 @@
+"""The Ray Tune side of a search: the trainable with its resources, the search's Tuner (searcher + scheduler),
+the re-validation's Tuner, and the RunConfig they share."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from search import layout, revalidate, storage
+from search.cluster import Cluster
+from search.plan import Plan
+from search.trainable import TrialHooks
+
+
+def trainable(plan: Plan, hooks: TrialHooks | None = None):
+    from ray import tune
+
+    from search.trainable import train_trial
+
+    spec = plan.spec
+    return tune.with_resources(
+        tune.with_parameters(train_trial, data=plan.data, base=spec.base, cpus=spec.cpus_per_trial, hooks=hooks),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+
+
+def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int, callbacks: tuple = ()):
+    from ray import tune
+
+    from search.progress import CutTrials, LiveView
+
+    opts, spec = plan.options, plan.spec
+    live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
+                                             first_number=spec.first_trial_number)]
+    return tune.RunConfig(name=name, storage_path=storage_path,
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                          verbose=2 if opts.verbose else 0,
+                          callbacks=list(callbacks) + live + [CutTrials(storage.join(storage_path, name))])
+
+
+def make_search(plan: Plan, n: int):
+    """(search_alg, param_space, scheduler) as the spec asks, for `n` trials at a time."""
+    from search.searcher import make_scheduler, make_searcher
+
+    spec = plan.spec
+    searcher, param_space = make_searcher(spec.searcher, plan.space, max_t=spec.max_t, seed=spec.seed,
+                                          study_name=plan.options.name, db_path=spec.study, concurrency=n,
+                                          num_samples=spec.num_samples, grace_period=spec.grace_period,
+                                          reduction_factor=spec.reduction_factor)
+    scheduler = make_scheduler(spec.scheduler, max_t=spec.max_t, grace_period=spec.grace_period,
+                               reduction_factor=spec.reduction_factor)
+    return searcher, param_space, scheduler
+
+
+def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, callbacks: tuple = (),
+                 hooks: TrialHooks | None = None):
+    """The search's Tuner, or the restored one with --resume; `make` builds its searcher and scheduler
+    (the benchmarks pass a stock set-up), `callbacks` are extra Tune callbacks."""
+    import optuna
+    from ray import tune
+
+    spec, opts = plan.spec, plan.options
+    if opts.resume:
+        return tune.Tuner.restore(opts.exp, trainable=trainable(plan, hooks), resume_unfinished=True,
+                                  resume_errored=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if spec.study:
+        Path(spec.study).parent.mkdir(parents=True, exist_ok=True)
+    searcher, param_space, scheduler = make(plan, cluster.concurrency)
+    print(f"birdtune: space '{spec.space}': {spec.num_samples} trials of up to {spec.max_t} epochs, "
+          f"{cluster.concurrency} at a time ({spec.cpus_per_trial} CPU, {spec.gpus_per_trial} GPU each, worker "
+          f"processes {'reused' if cluster.reuse_actors else 'fresh per trial'}); searching "
+          f"{', '.join(spec.searched)} with {spec.searcher} + {spec.scheduler}", flush=True)
+    if spec.study:
+        print(f"birdtune: Optuna study in {spec.study}  (live: optuna-dashboard sqlite:///{spec.study})", flush=True)
+    return tune.Tuner(
+        trainable(plan, hooks), param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+                                    max_concurrent_trials=cluster.concurrency, time_budget_s=opts.time_budget,
+                                    reuse_actors=cluster.reuse_actors),
+        run_config=run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
+
+
+def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks: TrialHooks | None = None):
+    """The re-validation's Tuner (restored if an earlier run of it was interrupted); None if nothing to
+    rerun. `table` is the search's trials table."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    spec, opts = plan.spec, plan.options
+    exp = storage.join(opts.exp, layout.REVALIDATE_DIR)
+    if storage.exists(storage.join(exp, "tuner.pkl")):
+        return tune.Tuner.restore(exp, trainable=trainable(plan, hooks), resume_unfinished=True, resume_errored=True)
+    items = revalidate.runs(table, spec.searched, spec.revalidate_top, spec.revalidate_folds)
+    if not items:
+        return None
+    print(f"birdtune: re-validating the {len(items) // len(spec.revalidate_folds)} best configs at "
+          f"{spec.max_t} epochs on folds {spec.revalidate_folds} ({len(items)} trials)", flush=True)
+    return tune.Tuner(trainable(plan, hooks), param_space={"revalidate": tune.grid_search(items)},
+                      tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler(),
+                                                  max_concurrent_trials=cluster.concurrency,
+                                                  reuse_actors=cluster.reuse_actors),
+                      run_config=run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, len(items)))

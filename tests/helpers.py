@@ -1,0 +1,39 @@
+"""What many tests share: the environment of the subprocesses they start, the search runner, free ports,
+waiting for a condition."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
+FAULTS = Path(__file__).resolve().parent / "faults.py"
+
+
+def search(*args, fault: str | None = None, fault_dir=None, timeout: float = 400, popen: bool = False, **kw):
+    """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject):
+    the finished process, or with popen=True the running one (stdout and stderr merged)."""
+    cmd = ([sys.executable, str(FAULTS), fault, str(fault_dir), "--"] if fault else [sys.executable, "-m", "search.run"])
+    cmd += [*(["--space", "smoke"] if "--space" not in args else []), "--no-dashboard", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout, **kw)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (closed again at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False

@@ -1,0 +1,166 @@
+"""Every bad input of `python -m search.run` is refused before Ray starts: one line, exit code 2, nothing
+written. One table; each case runs search.run.main in this process, and one goes through the real CLI."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import helpers
+from search import run as search_run
+from search.plan import SearchSpec
+
+
+def _csv(tmp_path, rows=None, images=True, corrupt=False):
+    import cv2
+    import numpy as np
+
+    d = tmp_path / "data"
+    (d / "img").mkdir(parents=True, exist_ok=True)
+    rows = rows or _rows()
+    if images:
+        for k in range(6):
+            cv2.imwrite(str(d / "img" / f"x{k}.png"), np.full((32, 64), 30 * k, np.uint8))
+    if corrupt:
+        (d / "img" / "x3.png").write_bytes(b"\x89PNG broken")
+    pd.DataFrame(rows).to_csv(d / "train.csv", index=False)
+    return d / "train.csv"
+
+
+def _rows(**change):
+    rows = [dict(image_path=f"img/x{k}.png", label=k % 2, label_name="ab"[k % 2], group=f"g{k}", fold=float(k % 2))
+            for k in range(6)]
+    for k, v in change.items():
+        for r, value in zip(rows, v):
+            r[k] = value
+    return rows
+
+
+def _experiment(store):
+    """An experiment 'old' of the smoke space, as far as --resume reads it before any work."""
+    from core import demo
+
+    spec = SearchSpec(space="smoke", max_t=3, grace_period=1, reduction_factor=2, num_samples=6,
+                      searched=["lr", "drop_rate"], points=[], seed=0, cpus_per_trial=1, gpus_per_trial=0.0,
+                      searcher="tpe", scheduler="asha", revalidate_top=0, revalidate_folds=[], study=None,
+                      base={**demo.demo_overrides("tiny"), "batch_size": 16, "epochs": 3})
+    (store / "old").mkdir()
+    (store / "old" / "search.yaml").write_text(spec.to_yaml())
+
+
+BAD_INPUTS = [
+    # (name, csv builder or None for the demo, extra args, message)
+    ("missing CSV", None, ["--csv", "nowhere/train.csv"], "CSV not found: nowhere/train.csv"),
+    ("CSV is a folder", None, ["--csv", "{tmp}"], "CSV not found"),
+    ("missing columns", lambda t: _csv(t, rows=[{"path": "img/x0.png", "y": 0}]), [], "lacks column(s) image_path, label, fold"),
+    ("non-integer labels", lambda t: _csv(t, rows=_rows(label=[0, "b", 0, 1, 0, 1])), [], "column 'label' must hold integers"),
+    ("negative labels", lambda t: _csv(t, rows=_rows(label=[0, -1, 0, 1, 0, 1])), [], "negative labels"),
+    ("labels above num_classes", lambda t: _csv(t, rows=_rows(label=[0, 5, 0, 1, 0, 1])), ["--set", "num_classes=3"],
+     "label(s) outside 0..2"),
+    ("missing images", lambda t: _csv(t, images=False), [], "6 image(s) not found"),
+    ("corrupt image", lambda t: _csv(t, corrupt=True), [], "1 image(s) could not be decoded"),
+    ("fold with no rows", lambda t: _csv(t), ["--set", "fold=4"], "fold 4 has no rows to validate on"),
+    ("unknown space", None, ["--space", "nope"], "unknown space 'nope'; valid spaces: finetune, scratch, smoke"),
+    ("unknown --set key", None, ["--set", "learning_rate=1"], "unknown config key 'learning_rate'"),
+    ("wrong value type", None, ["--set", "batch_size=big"], "batch_size must be int"),
+    ("wrong value type (epochs)", None, ["--set", "epochs=many"], "epochs must be int"),
+    ("lr <= 0", None, ["--set", "lr=0"], "lr must be > 0, got 0.0"),
+    ("dropout outside [0, 1)", None, ["--set", "drop_rate=1.0"], "drop_rate must be in [0, 1)"),
+    ("searched key fixed by --set", None, ["--set", "lr=0.01"], "--set lr fixes a value the 'smoke' space searches"),
+    ("drop_path out of range", None, ["--set", "drop_path_rate=1.0"], "drop_path_rate must be in [0, 1)"),
+    ("cap < floor", lambda t: _csv(t), ["--set", "class_cap=10", "--set", "class_floor=20"], "class_cap (10) must be >= class_floor (20)"),
+    ("unknown timm model", lambda t: _csv(t), ["--set", "model_name=efficientnet_b99"], "unknown timm model 'efficientnet_b99'"),
+    ("fractional CPUs", None, ["--cpus-per-trial", "0.5"], "--cpus-per-trial must be a whole number"),
+    ("too many CPUs", None, ["--cpus-per-trial", "4096"], "but the cluster has"),
+    ("negative GPUs", None, ["--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
+    ("GPUs on a CPU machine", None, ["--gpus-per-trial", "0.25"], "no GPU is visible"),
+    ("unreachable address", None, ["--address", "127.0.0.1:{port}"], "cannot reach a Ray cluster at 127.0.0.1:"),
+    ("malformed address", None, ["--address", "nowhere"], "--address must be auto, host:port"),
+    ("unwritable storage", None, ["--storage-path", "{file}/sub"], "is not writable"),
+    ("checkpoint not ours", lambda t: _csv(t), ["--set", "init_checkpoint={pickle}"], "holds pickled Python objects"),
+    ("missing checkpoint", lambda t: _csv(t), ["--set", "init_checkpoint={tmp}/none.pt"], "checkpoint not found"),
+    ("zero trials", None, ["--num-samples", "0"], "--num-samples must be >= 1"),
+    ("resume without a name", None, ["--resume"], "--resume needs --name"),
+    ("resume of nothing", None, ["--resume", "--name", "ghost"], "no birdtune experiment 'ghost'"),
+    ("resume with another trial count", None, ["--resume", "--name", "old", "--num-samples", "9"],
+     "--num-samples 9 conflicts with experiment 'old' (6): --resume continues the search its search.yaml describes"),
+    ("resume with another base value", None, ["--resume", "--name", "old", "--set", "batch_size=8"],
+     "--set batch_size=8 conflicts with experiment 'old' (16)"),
+    ("resume with another space", None, ["--resume", "--name", "old", "--space", "finetune"],
+     "--space finetune conflicts with experiment 'old' (smoke)"),
+    ("resume with a concurrency", None, ["--resume", "--name", "old", "--concurrency", "1"],
+     "--concurrency cannot change on --resume"),
+    ("re-validation folds the data lacks", None, ["--revalidate-top", "2", "--folds", "1,9"],
+     "--folds 1,9: the data's folds are [0, 1, 2, 3, 4]"),
+    ("folds without re-validation", None, ["--folds", "1"], "--folds only applies with --revalidate-top K"),
+    ("open dashboard without auth", None, ["--dashboard-host", "0.0.0.0"], "RAY_AUTH_MODE=disabled"),
+    ("finetune without a checkpoint", lambda t: _csv(t), ["--space", "finetune"],
+     "fine-tunes a bird-pretrained checkpoint and none is set for your data: pass --set init_checkpoint="),
+    ("pretrained weights out of reach", lambda t: _csv(t), [],
+     "pretrained=true needs timm's ImageNet weights for 'tf_efficientnet_b0.ns_jft_in1k'"),
+]
+
+
+@pytest.mark.parametrize("name,make_csv,args,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_before_ray_with_one_line(name, make_csv, args, message, tmp_path, capsys, monkeypatch):
+    import torch
+
+    (tmp_path / "file").write_text("x")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pth")  # a pickled module, as the notebook saves
+    args = [a.format(tmp=tmp_path, file=tmp_path / "file", pickle=tmp_path / "whole.pth", port=helpers.free_port())
+            for a in args]
+    if name == "open dashboard without auth":
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    if name == "pretrained weights out of reach":  # an empty cache and no hub, as on an offline machine
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if name == "GPUs on a CPU machine" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    store = tmp_path / "results"
+    store.mkdir()
+    if name.startswith("resume with"):
+        _experiment(store)
+    argv = ["--storage-path", str(store)] if "--storage-path" not in args else []
+    if "--space" not in args:
+        argv += ["--space", "smoke"]
+    if make_csv is not None:
+        argv += ["--csv", str(make_csv(tmp_path))]
+        if name != "pretrained weights out of reach":  # user data: the default model would need the hub
+            argv += ["--set", "pretrained=false"]
+    if "--dashboard-host" not in args:
+        argv += ["--no-dashboard"]
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    code = search_run.main(argv + args)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in err and "Ray dashboard" not in out
+    # nothing written anywhere under this test's folder: the storage path given (even an unwritable one)
+    # and everything around it are as they were
+    assert {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+    if "ray" in sys.modules:
+        import ray
+
+        assert not ray.is_initialized()
+
+
+def test_the_cli_exits_2_with_one_line_and_starts_no_ray(tmp_path):
+    r = helpers.search("--storage-path", tmp_path / "store", "--space", "nope", timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["error: unknown space 'nope'; valid spaces: finetune, scratch, smoke"]
+    assert "Ray" not in r.stdout and not (tmp_path / "store").exists()
+
+
+def test_a_non_loopback_dashboard_is_warned_about(capsys):
+    from search import cli, plan
+
+    plan._check_dashboard_host(cli.parse_args(["--dashboard-host", "0.0.0.0"]))
+    assert "anyone who reaches it" in capsys.readouterr().err
+
+
+def test_the_cli_imports_ray_only_when_it_starts_it():
+    """Joining a token-protected cluster needs RAY_AUTH_MODE set before `import ray` (search.cluster.start)."""
+    code = "import sys, search.run; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
