@@ -27,11 +27,21 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load one of our checkpoints, or a bare state dict of tensors, never arbitrary pickles."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    from core import files
+
+    if files.is_uri(path):  # s3://... (the search's own best/model.pt, say): read through pyarrow
+        try:
+            source = files.open_bytes(path)
+        except OSError as e:
+            raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+        if source is None:
+            raise CheckpointError(f"checkpoint not found: {path}")
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "can still be loaded" not in str(e) and "Unsupported global" not in str(e):
             raise CheckpointError(f"{path} is not a readable checkpoint: {str(e).splitlines()[0]}") from None

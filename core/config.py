@@ -92,12 +92,17 @@ class TrainConfig:
 
     @staticmethod
     def read(path: str | Path) -> dict[str, Any]:
-        """The mapping a YAML config file holds (unchecked)."""
-        path = Path(path)
-        if not path.is_file():
+        """The mapping a YAML config file holds (unchecked); a local path or a URI (s3://...)."""
+        from core import files
+
+        try:
+            raw = files.read_bytes(path)
+        except OSError as e:  # a URI whose storage refuses or does not answer
+            raise ConfigError(f"cannot read config file {path}: {str(e).splitlines()[0]}") from None
+        if raw is None:
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(raw.decode())
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         return data or {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -94,8 +93,6 @@ def write(out: Outcome) -> None:
         storage.write_text(storage.join(exp, name), df.to_csv(index=False))
     if out.revalidation is not None:
         storage.write_text(storage.join(exp, layout.REVALIDATION), out.revalidation.to_csv(index=False))
-    if spec.study and os.path.isfile(spec.study) and storage.is_uri(exp):  # SQLite lived locally: a copy
-        storage.write_bytes(storage.join(exp, layout.DB_FILE), Path(spec.study).read_bytes())
     if out.best is not None:
         storage.write_text(storage.join(exp, layout.BEST_DIR, bundle.CONFIG),
                            out.best.header_text() + yaml.safe_dump(out.best_config(), sort_keys=False))

@@ -101,6 +101,7 @@ class RunOptions:
     dashboard: bool
     dashboard_host: str
     verbose: bool
+    study: str | None = None  # the Optuna study file this run uses (with URI storage, a local copy)
 
     @property
     def exp(self) -> str:
@@ -143,10 +144,13 @@ def make(args: argparse.Namespace) -> Plan:
                          "your data: pass --set init_checkpoint=<checkpoint.pt>, or search from ImageNet or random "
                          "weights with --space scratch")
     name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    options = _options(args, storage_path, name)
+    searcher = args.searcher or layout.DEFAULT_SEARCHER
+    study = _study_path(storage_path, name) if searcher != "random" else None  # an Optuna study: not random
+    options = dataclasses.replace(_options(args, storage_path, name), study=study)
     problem = storage.check_writable(storage_path)
     if problem:
-        raise UsageError(f"--storage-path {args.storage_path} is not writable ({problem}); pick another folder")
+        raise UsageError(f"--storage-path {args.storage_path} cannot be used: {problem}"
+                         + ("" if storage.is_uri(storage_path) else "; pick another folder"))
     if storage.exists(options.exp):
         raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
     epochs = args.epochs or space.epochs
@@ -166,7 +170,7 @@ def make(args: argparse.Namespace) -> Plan:
     base.update(sets)
     base.update(epochs=epochs, seed=seed, device="cuda" if gpus > 0 else "cpu")
     for k in ("init_checkpoint", "pretrained_file"):
-        if base.get(k):
+        if base.get(k) and not storage.is_uri(base[k]):  # a URI is read as it is, on every node
             base[k] = str(Path(base[k]).resolve())
     cfg = TrainConfig.from_dict(base)
     for point in space.points:
@@ -175,14 +179,13 @@ def make(args: argparse.Namespace) -> Plan:
         read_table(cfg.csv, cfg.num_classes)  # the CSV's own problems first (seconds, no decoding)
     check_model(cfg)
     data = load(cfg)
-    searcher = args.searcher or layout.DEFAULT_SEARCHER
     spec = SearchSpec(
         space=space.name, max_t=epochs, grace_period=min(space.grace_period, epochs),
         reduction_factor=space.reduction_factor, num_samples=args.num_samples or space.num_samples,
         searched=searched, points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
         gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or "asha",
         revalidate_top=args.revalidate_top or 0, revalidate_folds=_revalidation_folds(args, data, cfg.fold),
-        study=_study_path(storage_path, name) if searcher != "random" else None, base=cfg.to_dict(),
+        study=study, base=cfg.to_dict(),
         classes=class_names(data.table, cfg.num_classes or data.num_classes, cfg.csv),
         spectrogram=dataset_info(cfg.csv)[1], created=datetime.now().isoformat(timespec="seconds"))
     return Plan(spec, options, space, data)
@@ -193,6 +196,9 @@ def _resume(args: argparse.Namespace, storage_path: str) -> Plan:
     if not args.name:
         raise UsageError("--resume needs --name of the experiment to continue")
     options = _options(args, storage_path, args.name)
+    problem = storage.check_writable(storage_path)
+    if problem:
+        raise UsageError(f"--storage-path {args.storage_path} cannot be used: {problem}")
     text = storage.read_text(storage.join(options.exp, layout.META_FILE))
     if text is None:
         raise UsageError(f"no birdtune experiment '{args.name}' in {storage_path} to resume")
@@ -209,7 +215,25 @@ def _resume(args: argparse.Namespace, storage_path: str) -> Plan:
     else:
         _probe_address(args.address)
     cfg = TrainConfig.from_dict(spec.base)
-    return Plan(spec, options, spaces.get(spec.space), load(cfg))
+    return Plan(spec, dataclasses.replace(options, study=_local_study(spec, options)), spaces.get(spec.space), load(cfg))
+
+
+def _local_study(spec: SearchSpec, options: RunOptions) -> str | None:
+    """The study file to continue. With URI storage it lives on the machine that started the search
+    (SQLite needs a local file), and a snapshot goes to the bucket with the searcher's saved state:
+    resumed where that file is missing (another machine), the snapshot is fetched into
+    ./results/<name>/optuna.db."""
+    if not spec.study or os.path.isfile(spec.study) or not storage.is_uri(options.exp):
+        return spec.study
+    copy = storage.read_bytes(storage.join(options.exp, layout.DB_FILE))
+    if copy is None:
+        return spec.study
+    local = Path("results", options.name, layout.DB_FILE).resolve()
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(copy)
+    print(f"birdtune: the Optuna study {spec.study} is not on this machine: continuing the copy from "
+          f"{storage.display(options.exp)} in {local}", flush=True)
+    return str(local)
 
 
 def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from ray import tune
 
 import spaces
-from search import layout, storage
+from search import layout
 from search.results import trial_number, trial_status
 
 
@@ -46,6 +46,7 @@ class LiveView(tune.Callback):
         self.best: tuple[float, int | str, int, dict[str, Any]] | None = None  # cmap, trial index, epoch, config
         self.finished = 0
         self._drawn = 0  # lines of the block on screen
+        self._seen_restored = False
         self._last_draw = 0.0
 
     # --- Tune callbacks ------------------------------------------------------------------------
@@ -81,6 +82,17 @@ class LiveView(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, layout.ERRORED, "errored")
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._seen_restored:  # a resumed search: what finished before counts, without lines
+            self._seen_restored = True
+            for trial in trials:
+                if trial.status in ("TERMINATED", "ERROR"):
+                    last = trial.last_result or {}
+                    epoch = int(last.get(spaces.TIME_ATTR, 0))
+                    self.counts[layout.ERRORED if trial.status == "ERROR" else
+                                trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")] += 1
+                    self.finished += 1
 
     def on_step_end(self, iteration, trials, **info):
         self._redraw()
@@ -151,26 +163,3 @@ class LiveView(tune.Callback):
         self.out.flush()
         self._drawn, self._last_draw = len(lines), now
 
-
-class CutTrials(tune.Callback):
-    """Records the trials still running when the search ends (--time-budget, Ctrl-C) in <exp>/cut_trials.txt:
-    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference."""
-
-    def __init__(self, exp: str):
-        self.exp = exp
-        self.running: set[str] = set()
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-
-    def on_experiment_end(self, trials, **info):
-        if self.running:
-            path = storage.join(self.exp, layout.CUT)
-            before = set((storage.read_text(path) or "").split())
-            storage.write_text(path, "".join(f"{t}\n" for t in sorted(before | self.running)))

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -27,25 +28,43 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     except plan.USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # with num_to_keep=1 every checkpoint forces a state snapshot; Ray warns about that each time
+    # Ray forces a state snapshot every KEEP_CHECKPOINTS checkpoints of a trial and warns about it each time
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not p.options.verbose:  # Ray's legacy reporter at verbose=0 prints nothing: the LiveView speaks instead
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # and Ray's own log lines (a failed trial's traceback, a storage sync that failed) are --verbose's:
+        # the summary gives each errored trial's reason, its folder keeps error.txt, and a lost storage is
+        # one message below
+        for name in ("ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         c = cluster.start(p)
     except plan.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out, interrupted = search(p, c, hooks)
+    try:
+        out, interrupted = search(p, c, hooks)
+    except StorageLost as e:
+        print(f"error: the storage {storage.display(p.options.exp)} stopped answering during the search ({e}); "
+              f"the search stopped there. When it answers again, continue with  {resume_command(p)}", file=sys.stderr)
+        return 1
     print_summary(out, time.time() - t0)
     if interrupted or out.resumable:
-        extra = f" --storage-path {p.options.storage_arg}" if p.options.storage_arg != layout.DEFAULT_STORAGE else ""
         why = ("interrupted" if interrupted else "the time budget ended the search" if p.options.time_budget
                else "the search did not finish")
-        print(f"{why} with {len(out.table)} of {p.spec.num_samples} trials started: continue with  "
-              f"python -m search.run --name {p.options.name} --resume{extra}")
+        print(f"{why} with {len(out.table)} of {p.spec.num_samples} trials started: continue with  {resume_command(p)}")
         return 130 if interrupted else 1
     return 0
+
+
+class StorageLost(RuntimeError):
+    """The storage stopped answering during the search; the message says how."""
+
+
+def resume_command(p: plan.Plan) -> str:
+    extra = (f" --storage-path {storage.shell(p.options.storage_arg)}"
+             if p.options.storage_arg != layout.DEFAULT_STORAGE else "")
+    return f"python -m search.run --name {p.options.name} --resume{extra}"
 
 
 def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, make=tuning.make_search,
@@ -66,7 +85,20 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
                     tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
-    return export.export(p.options.exp, search=found), interrupted
+    except Exception as e:  # Ray wraps what a callback raised (records.StorageDown) in a TuneError
+        import re
+
+        down = re.search(r"StorageDown: (.+)", f"{e}")
+        if down:
+            raise StorageLost(down.group(1).strip()) from None
+        raise
+    try:
+        return export.export(p.options.exp, search=found), interrupted
+    except OSError:
+        problem = storage.check_writable(p.options.exp)
+        if problem:
+            raise StorageLost(problem) from None
+        raise
 
 
 def print_summary(out: Outcome, seconds: float) -> None:
@@ -86,11 +118,11 @@ def print_summary(out: Outcome, seconds: float) -> None:
             print("re-validation (best-epoch cmap per fold):\n" + revalidate.format_ranking(out.ranking, spec.revalidate_folds))
             print("chosen by re-validation:\n" + out.best.header_text().rstrip())
         best_dir = storage.join(out.exp, layout.BEST_DIR)
-        predict = (f" (predict: python -m core.predict --model {best_dir} --audio <soundscapes> --out submission.csv)"
-                   if spec.spectrogram else "")
-        print(f"exported: {storage.join(best_dir, 'config.yaml')} (retrain: python -m core.train --config "
-              f"{storage.join(best_dir, 'config.yaml')}), {storage.join(best_dir, 'model.pt')}{predict}, "
-              "trials.parquet, trials.csv")
+        config = storage.join(best_dir, "config.yaml")
+        predict = (f" (predict: python -m core.predict --model {storage.shell(best_dir)} --audio <soundscapes> "
+                   "--out submission.csv)" if spec.spectrogram and not storage.is_uri(best_dir) else "")
+        print(f"exported: {config} (retrain: python -m core.train --config {storage.shell(config)}), "
+              f"{storage.join(best_dir, 'model.pt')}{predict}, trials.parquet, trials.csv")
     print(f"report: {storage.join(out.exp, layout.REPORT)}")
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
+from search import results
 from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS
 
 DEFAULT = DEFAULT_SEARCHER
@@ -36,11 +37,12 @@ def sqlite_storage(path: str) -> optuna.storages.RDBStorage:
 
 
 class AshaAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *, max_t: int, time_attr: str = spaces.TIME_ATTR, db_path: str | None = None, **kw):
+    def __init__(self, *, max_t: int, time_attr: str = spaces.TIME_ATTR, db_path: str | None = None,
+                 copy_study: bool = False, **kw):
         if db_path:
             kw["storage"] = sqlite_storage(db_path)
         super().__init__(**kw)
-        self._max_t, self._time_attr, self._db_path = max_t, time_attr, db_path
+        self._max_t, self._time_attr, self._db_path, self._copy_study = max_t, time_attr, db_path, copy_study
         self._last_epoch: dict[str, int] = {}
         self._diverged: set[str] = set()
 
@@ -86,13 +88,29 @@ class AshaAwareOptunaSearch(OptunaSearch):
     def _intermediate(self, trial_id: str) -> dict[int, float]:
         return self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).intermediate_values
 
+    restore_study: str | None = None  # where a restored searcher's study is (tuning sets it on --resume)
+
+    def save(self, checkpoint_path: str) -> None:
+        """The searcher's state, and with URI storage a copy of the study beside it: Ray uploads both in
+        the same sync, so the bucket always holds a study that matches the state (a copy taken at other
+        moments could lag the state, whose trials a resumed searcher would then not find)."""
+        super().save(checkpoint_path)
+        if self._copy_study and self._db_path and os.path.isfile(self._db_path):
+            import sqlite3
+
+            target = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
+            with sqlite3.connect(self._db_path) as src, sqlite3.connect(target) as dst:
+                src.backup(dst)  # a consistent snapshot, even while a reader holds the file
+
     def restore(self, checkpoint_path: str) -> None:
-        """Continue the study in the experiment's own optuna.db (found beside the searcher state), so a
-        moved results folder still resumes the same study."""
+        """Continue the study: the file --resume named (with URI storage, the local copy it fetched), else
+        the experiment's own optuna.db beside the searcher state (a moved results folder), else the
+        path recorded when the search started."""
         super().restore(checkpoint_path)
         here = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
-        if self._db_path and os.path.isfile(here):
-            self._db_path = here
+        found = next((p for p in (self.restore_study, here) if p and os.path.isfile(p)), None)
+        if self._db_path and found:
+            self._db_path = here = found
             self._storage = sqlite_storage(here)
             self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage,
                                                sampler=self._sampler)
@@ -117,12 +135,11 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     `history` observations a rung's model keeps the best half and the most recent rest."""
 
     def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0,
-                 random_fraction: float = 0.0, good_fraction: float = 0.1, **kw):
+                 exp: str | None = None, **kw):
         super().__init__(**kw)
+        self._exp = exp
         self._rungs = sorted(rungs)
         self._min_points, self._history, self._seed = min_points, history, seed
-        self._random_fraction, self._good_fraction = random_fraction, good_fraction
-        self._rng = np.random.default_rng(seed)
         self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
         self._best_so_far: dict[str, float] = {}
         self._models: dict[int, tuple[optuna.Study, int]] = {}  # rung -> (in-memory study, observations in it)
@@ -146,19 +163,30 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         self._best_so_far[trial_id] = best
         if epoch in self._obs and trial_id not in self._obs[epoch]:
             params = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).params
-            self._obs[epoch][trial_id] = (params, best)
             pending = self._pending.get(trial_id)
-            if pending and pending[0] == epoch:  # the proposal's placeholder gets its real score
-                study, _ = self._model(epoch)
-                study.tell(pending[1], best)
-                self._pending.pop(trial_id)
+            if pending and pending[0] == epoch and epoch in self._models:
+                study, _ = self._model(epoch)  # (may rebuild it, which drops the placeholders)
+                if self._pending.get(trial_id) == pending:  # the proposal's placeholder gets its real score
+                    study.tell(pending[1], best)
+                    self._models[epoch] = (study, self._models[epoch][1] + 1)
+                    self._pending.pop(trial_id)
+            self._obs[epoch][trial_id] = (params, best)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         super().on_trial_complete(trial_id, result, error)
         pending = self._pending.pop(trial_id, None)
-        if pending:  # stopped (or failed) before the rung it was proposed from: no score there
-            study, _ = self._model(pending[0])
+        if pending and pending[0] in self._models:  # stopped (or failed) before its rung: no score there
+            study, _ = self._models[pending[0]]
             study.tell(pending[1], state=TrialState.FAIL)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """The saved state, then the rung observations of results it missed (a killed driver saves its
+        searcher state only now and then): every logged result of a known trial observed again."""
+        super().restore(checkpoint_path)
+        if self._exp:
+            for r in results.read_results_log(self._exp):
+                self.observe(r["trial_id"], {self._time_attr: r["epoch"], self.metric: r["cmap"],
+                                             "status": r.get("status")})
 
     # --- proposals -----------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -176,10 +204,8 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         study, consumed = self._models.get(rung) or (None, 0)
         items = list(self._obs[rung].values())
         if study is None or len(study.trials) >= 2 * self._history:
-            good = self._good_fraction
             sampler = optuna.samplers.TPESampler(seed=self._seed * 1009 + rung, multivariate=True,
-                                                 n_startup_trials=0, constant_liar=True,
-                                                 gamma=lambda n: min(int(np.ceil(good * n)), 25))
+                                                 n_startup_trials=0, constant_liar=True)
             level = optuna.logging.get_verbosity()
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -211,8 +237,6 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         rung = next((r for r in reversed(self._rungs) if len(self._obs[r]) >= self._min_points), None)
         if rung is None:
             return None  # too few scores anywhere yet: the study's sampler decides
-        if self._rng.random() < self._random_fraction:
-            return None  # a share of random configs, as BOHB keeps: noisy scores mislead any model
         study, _ = self._model(rung)
         trial = study.ask()
         self._space(trial)
@@ -258,12 +282,12 @@ def startup_trials(num_samples: int) -> int:
 
 def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, study_name: str,
                   db_path: str | None, concurrency: int, num_samples: int, grace_period: int = 1,
-                  reduction_factor: int = 4):
+                  reduction_factor: int = 4, exp: str | None = None):
     """(search_alg, param_space) for Tuner: TPE (`tpe`), the multi-fidelity TPE (`mftpe`) over the space's
     define-by-run function, or Ray's random search."""
     points = [dict(p) for p in space.points]
     common = dict(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t, points_to_evaluate=points,
-                  study_name=study_name, db_path=db_path)
+                  study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp))
     if kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials(num_samples))
         return AshaAwareOptunaSearch(sampler=sampler, **common), None
@@ -271,7 +295,7 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
         dims = len(space.distributions())
         sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
         return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor), min_points=dims + 2,
-                                seed=seed, sampler=sampler, **common), None
+                                seed=seed, sampler=sampler, exp=exp, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -281,12 +305,67 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
     raise ValueError(f"unknown searcher '{kind}'; choose {', '.join(SEARCHERS)}")
 
 
-def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+class _Seen:
+    """A trial as a scheduler reads it, for results replayed from the log."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id, self.config, self.status = trial_id, {}, "RUNNING"
+
+
+def replay(scheduler, logged: list[dict[str, Any]]) -> dict[str, int]:
+    """Feed logged results to an ASHA scheduler in their order, as Ray's controller did (a STOP is
+    followed by on_trial_complete); returns each trial's epoch of STOP (max_t included)."""
+    stopped: dict[str, int] = {}
+    trials: dict[str, _Seen] = {}
+    for r in logged:
+        tid = r["trial_id"]
+        if tid in stopped:
+            continue
+        if tid not in trials:
+            trials[tid] = _Seen(tid)
+            ASHAScheduler.on_trial_add(scheduler, None, trials[tid])
+        result = {spaces.TIME_ATTR: r["epoch"], spaces.METRIC: r["cmap"]}
+        if ASHAScheduler.on_trial_result(scheduler, None, trials[tid], result) == TrialScheduler.STOP:
+            ASHAScheduler.on_trial_complete(scheduler, None, trials[tid], result)
+            stopped[tid] = int(r["epoch"])
+    return stopped
+
+
+class ResumableASHA(ASHAScheduler):
+    """Ray's ASHAScheduler whose rungs come back on --resume. Ray's controller never saves or restores a
+    scheduler's state (ray-project/ray#30838): a resumed search would start with empty rungs and keep
+    trials an uninterrupted one would have stopped. On its first call this one replays the experiment's
+    results log (records.ResultLog), in the order the driver took the results; in a new search the log
+    is empty."""
+
+    def __init__(self, *, exp: str | None = None, **kw):
+        super().__init__(**kw)
+        self._exp, self._replayed = exp, False
+
+    def _rebuild(self) -> None:
+        if not self._replayed:
+            self._replayed = True
+            if self._exp:
+                replay(self, results.read_results_log(self._exp))
+
+    def on_trial_add(self, tune_controller, trial):
+        self._rebuild()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._rebuild()
+        if trial.trial_id not in self._trial_info:  # a trial that was running when the driver died
+            super().on_trial_add(tune_controller, trial)
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, exp: str | None = None):
+    """ASHA (rebuilt from <exp>'s results log on --resume) or FIFO (every trial to max_t)."""
+    from ray.tune.schedulers import FIFOScheduler
 
     if kind == "asha":
-        return ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t,
-                             grace_period=grace_period, reduction_factor=reduction_factor)
+        return ResumableASHA(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t,
+                              grace_period=grace_period, reduction_factor=reduction_factor, exp=exp)
     if kind == "none":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler '{kind}'; choose {', '.join(SCHEDULERS)}")

@@ -30,7 +30,8 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
                 hooks: TrialHooks | None = None) -> None:
     """Train one trial. `data` arrives once per node through the object store (tune.with_parameters);
     `base` is the search's resolved TrainConfig, onto which the trial's searched values go."""
-    from ray import tune  # here, not above: TrialHooks is imported by search.run, which loads no Ray
+    import ray  # here, not above: TrialHooks is imported by search.run, which loads no Ray
+    from ray import tune
 
     if "revalidate" in config:  # a re-validation run: a chosen trial's values, on another validation fold
         item = config["revalidate"]
@@ -46,7 +47,10 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
         if ckpt is not None:  # restarted (after a failure or a driver restart): continue exactly
             resume_from = ckpt.to_directory(os.path.join(work, "resume"))
 
+        node = ray.get_runtime_context().get_node_id()  # which node ran it (trials.csv does not show it)
+
         def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            metrics = {**metrics, "node_id": node}
             if checkpoint_dir is None:
                 tune.report(metrics)
             else:

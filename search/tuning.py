@@ -13,6 +13,14 @@ from search.plan import Plan
 from search.trainable import TrialHooks
 
 
+# checkpoints kept per trial: the newest, and the one before it, which a killed driver's experiment state
+# (uploaded in the background) may still name (records.RepairCheckpoints)
+KEEP_CHECKPOINTS = 2
+# how long the driver waits for an upload of the experiment's state (Ray's default, 30 minutes, is how long
+# a search whose storage stopped answering would hang at its end)
+SYNC_TIMEOUT_S = 120
+
+
 def trainable(plan: Plan, hooks: TrialHooks | None = None):
     from ray import tune
 
@@ -27,16 +35,21 @@ def trainable(plan: Plan, hooks: TrialHooks | None = None):
 def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int, callbacks: tuple = ()):
     from ray import tune
 
-    from search.progress import CutTrials, LiveView
+    from search.progress import LiveView
+    from search.records import CutTrials, RepairCheckpoints, ResultLog, StorageWatch
 
+    upload_before_rewrite()
     opts, spec = plan.options, plan.spec
+    exp = storage.join(storage_path, name)
     live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
                                              first_number=spec.first_trial_number)]
+    watch = StorageWatch(exp)
+    records = [watch, CutTrials(exp, watch), RepairCheckpoints(), ResultLog(exp, watch)]
     return tune.RunConfig(name=name, storage_path=storage_path,
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          sync_config=tune.SyncConfig(sync_timeout=SYNC_TIMEOUT_S),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                           failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                          verbose=2 if opts.verbose else 0,
-                          callbacks=list(callbacks) + live + [CutTrials(storage.join(storage_path, name))])
+                          verbose=2 if opts.verbose else 0, callbacks=list(callbacks) + live + records)
 
 
 def make_search(plan: Plan, n: int):
@@ -47,9 +60,9 @@ def make_search(plan: Plan, n: int):
     searcher, param_space = make_searcher(spec.searcher, plan.space, max_t=spec.max_t, seed=spec.seed,
                                           study_name=plan.options.name, db_path=spec.study, concurrency=n,
                                           num_samples=spec.num_samples, grace_period=spec.grace_period,
-                                          reduction_factor=spec.reduction_factor)
+                                          reduction_factor=spec.reduction_factor, exp=plan.options.exp)
     scheduler = make_scheduler(spec.scheduler, max_t=spec.max_t, grace_period=spec.grace_period,
-                               reduction_factor=spec.reduction_factor)
+                               reduction_factor=spec.reduction_factor, exp=plan.options.exp)
     return searcher, param_space, scheduler
 
 
@@ -62,8 +75,12 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
 
     spec, opts = plan.spec, plan.options
     if opts.resume:
-        return tune.Tuner.restore(opts.exp, trainable=trainable(plan, hooks), resume_unfinished=True,
-                                  resume_errored=True)
+        from search.searcher import AshaAwareOptunaSearch
+
+        AshaAwareOptunaSearch.restore_study = opts.study
+        tuner = tune.Tuner.restore(opts.exp, trainable=trainable(plan, hooks), resume_unfinished=True,
+                                   resume_errored=True)
+        return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if spec.study:
         Path(spec.study).parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +108,9 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
     spec, opts = plan.spec, plan.options
     exp = storage.join(opts.exp, layout.REVALIDATE_DIR)
     if storage.exists(storage.join(exp, "tuner.pkl")):
-        return tune.Tuner.restore(exp, trainable=trainable(plan, hooks), resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(exp, trainable=trainable(plan, hooks), resume_unfinished=True, resume_errored=True)
+        total = len(spec.revalidate_folds) * spec.revalidate_top
+        return _this_run(tuner, run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, total))
     items = revalidate.runs(table, spec.searched, spec.revalidate_top, spec.revalidate_folds)
     if not items:
         return None
@@ -102,3 +121,41 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
                                                   max_concurrent_trials=cluster.concurrency,
                                                   reuse_actors=cluster.reuse_actors),
                       run_config=run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, len(items)))
+
+
+def upload_before_rewrite() -> None:
+    """Make Ray wait for the last upload of the experiment's state before it writes the next one.
+
+    Ray 2.60 writes the state files into the driver's staging folder, then uploads that folder in the
+    background; the next save rewrites the files while that upload may still be copying them, and the
+    upload fails ('Saving experiment state to storage ... failed', a pyarrow copy_files traceback; seen
+    once in 14 searches, at the end). Waiting first removes the overlap; a failed upload is retried by the
+    next, which copies everything again."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager as Manager
+
+    if getattr(Manager.sync_up_experiment_state, "_birdtune", False):
+        return
+    original = Manager.sync_up_experiment_state
+
+    def sync_up_experiment_state(self, save_fn, force=False, wait=False):
+        import time
+
+        due = force or self._should_force_sync_up or time.monotonic() - self._last_save_time >= self._checkpoint_period
+        if due:  # (the condition Ray checks next): a save is coming, let the last upload finish first
+            try:
+                self._storage.syncer.wait()
+            except Exception:  # that upload failed: the one this save starts copies every file again
+                pass
+        return original(self, save_fn, force=force, wait=wait)
+
+    sync_up_experiment_state._birdtune = True
+    Manager.sync_up_experiment_state = sync_up_experiment_state
+
+
+def _this_run(tuner, config):
+    """A restored Tuner with this run's callbacks, failure settings and verbosity: Ray restores the first
+    run's RunConfig from tuner.pkl (its live view's clock and dashboard, its study path), and offers no
+    public way to change it."""
+    restored = tuner._local_tuner._run_config
+    restored.callbacks, restored.failure_config, restored.verbose = config.callbacks, config.failure_config, config.verbose
+    return tuner

@@ -17,10 +17,12 @@ def search(*args, fault: str | None = None, fault_dir=None, timeout: float = 400
     """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject):
     the finished process, or with popen=True the running one (stdout and stderr merged)."""
     cmd = ([sys.executable, str(FAULTS), fault, str(fault_dir), "--"] if fault else [sys.executable, "-m", "search.run"])
-    cmd += [*(["--space", "smoke"] if "--space" not in args else []), "--no-dashboard", *map(str, args)]
+    cmd += [*(["--space", "smoke"] if "--space" not in args and "--resume" not in args else []), "--no-dashboard",
+            *map(str, args)]
+    env = kw.pop("env", ENV)
     if popen:
-        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout, **kw)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
 
 
 def free_port() -> int:

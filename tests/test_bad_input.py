@@ -76,7 +76,7 @@ BAD_INPUTS = [
     ("GPUs on a CPU machine", None, ["--gpus-per-trial", "0.25"], "no GPU is visible"),
     ("unreachable address", None, ["--address", "127.0.0.1:{port}"], "cannot reach a Ray cluster at 127.0.0.1:"),
     ("malformed address", None, ["--address", "nowhere"], "--address must be auto, host:port"),
-    ("unwritable storage", None, ["--storage-path", "{file}/sub"], "is not writable"),
+    ("unwritable storage", None, ["--storage-path", "{file}/sub"], "/sub cannot be used: "),
     ("checkpoint not ours", lambda t: _csv(t), ["--set", "init_checkpoint={pickle}"], "holds pickled Python objects"),
     ("missing checkpoint", lambda t: _csv(t), ["--set", "init_checkpoint={tmp}/none.pt"], "checkpoint not found"),
     ("zero trials", None, ["--num-samples", "0"], "--num-samples must be >= 1"),

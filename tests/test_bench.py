@@ -66,3 +66,24 @@ def test_overhead_script_runs_a_small_search_and_prints_a_ratio_consistent_with_
     assert float(wall.group(2)) == pytest.approx(100 * (w / c - 1), abs=100 * (0.05 / c + w * 0.05 / c**2) + 0.05)
     assert "actors reused between trials: True" in r.stdout  # one local node
     assert len(re.findall(r"^  \w{8}: start", r.stdout, re.M)) == 3  # every trial on the timeline
+
+
+def test_replay_script_writes_the_table_it_prints(tmp_path):
+    """tests/bench/replay.py on the recorded tiny-demo curves, small: the JSON holds one row per method,
+    budget and worker count with the figures the issue asks for, consistent with each other."""
+    import json
+
+    r = bench("replay.py", "--size", "tiny", "--seeds", "4", "--budgets", "16", "--workers", "2",
+              "--methods", "random_full,stock,birdtune", "--json", str(tmp_path / "r.json"), "--processes", "1",
+              timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "r.json").read_text())
+    rows = {row["method"]: row for row in out["runs"]}
+    assert set(rows) == {"random_full", "stock", "birdtune"}
+    keys = {"method", "budget", "workers", "seeds", "iqm_best", "iqm_regret", "ci_low", "ci_high", "epochs_fraction",
+            "p_vs_stock"}
+    for row in rows.values():
+        assert keys <= set(row) and row["budget"] == 16 and row["workers"] == 2 and row["seeds"] == 4
+        assert 0 <= row["ci_low"] <= row["ci_high"] <= 1 and 0 <= row["iqm_regret"] <= 1
+    assert rows["random_full"]["epochs_fraction"] == 1.0 and rows["stock"]["epochs_fraction"] < 1.0
+    assert len(out["rank_correlation_by_epoch"]) == 8 and "grace period by the rule" in r.stdout

@@ -92,6 +92,11 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
         epochs = progress_epochs(tmp_path, "kill", trial_id)
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
     assert_study_matches(exp, table)
+    # no amnesia: ASHA's rungs were rebuilt on --resume, so it stopped the trials an uninterrupted search
+    # fed the same results would have (with empty rungs it would have let some run on)
+    from test_search import asha_replay
+
+    assert asha_replay(exp) == dict(zip(table.trial_id, table.epochs))
 
 
 def assert_study_matches(exp, table):

@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # the order of search/ (README, Layout): each module may import only the ones before it
 SEARCH = ["layout", "storage", "results", "cli", "plan", "cluster", "searcher", "trainable", "progress",
-          "revalidate", "tuning", "importance", "report", "export", "run"]
+          "records", "revalidate", "tuning", "importance", "report", "export", "run"]
 
 
 def imports(path: Path) -> set[str]:

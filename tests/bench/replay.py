@@ -132,7 +132,7 @@ def make_method(name: str, space, seed: int, budget: int, workers: int, grace: i
     s, _ = searchers.make_searcher(kind, space, max_t=space.epochs, seed=seed, study_name=f"replay-{seed}",
                                    db_path=None, concurrency=workers, num_samples=budget,
                                    grace_period=grace, reduction_factor=rf)
-    for opt in opts:  # variants for exploring, e.g. mftpe:_random_fraction=0.33
+    for opt in opts:  # variants for exploring, e.g. mftpe:_min_points=5
         key, value = opt.split("=")
         setattr(s, key, type(getattr(s, key))(value))
     return s, asha
@@ -223,6 +223,21 @@ def simulate(method: str, space_name: str, size: str, budget: int, workers: int,
 
 def _run(args):
     return simulate(*args)
+
+
+RHO = 0.8  # the rank correlation an ASHA rung's scores must reach with the final ones
+
+
+def asha_from_evidence(table: Table, rho: float = RHO) -> tuple[int, list[float]]:
+    """The rule for ASHA's grace period: the first epoch at which one training run's best score so far
+    ranks the recorded configs as their final quality does with Spearman's rho >= `rho` (what a search sees
+    at a rung is one seed's curve). Returns the epoch and the correlation at every epoch."""
+    from scipy.stats import spearmanr
+
+    best_so_far = np.maximum.accumulate(table.cmap[:, 0, :], axis=1)
+    rhos = [float(spearmanr(best_so_far[:, e], table.quality).correlation) for e in range(best_so_far.shape[1])]
+    grace = next((e + 1 for e, r in enumerate(rhos) if r >= rho), len(rhos))
+    return grace, rhos
 
 
 def iqm(x: np.ndarray) -> float:
@@ -327,7 +342,7 @@ def main() -> int:
     p.add_argument("--budgets", default="16,32,64")
     p.add_argument("--workers", default="2,4,8")
     p.add_argument("--methods", default="random_full,random_asha,stock,tpe,birdtune")
-    p.add_argument("--grace", type=int, help="ASHA grace period (default: the space's demo setting)")
+    p.add_argument("--grace", type=int, help="ASHA grace period (default: the space's demo setting; 0: by the rule)")
     p.add_argument("--rf", type=int, help="ASHA reduction factor (default: the space's demo setting)")
     p.add_argument("--json", help="write the table (and every run's figures) here")
     p.add_argument("--plots", help="folder for the anytime plots (PNG)")
@@ -337,7 +352,11 @@ def main() -> int:
     import spaces
 
     space = spaces.get(args.space).on_demo()
-    grace, rf = args.grace or space.grace_period, args.rf or space.reduction_factor
+    evidence, rhos = asha_from_evidence(Table.load(args.space, args.size))
+    print("rank correlation of one run's best-so-far cmAP with final quality, by epoch: "
+          + " ".join(f"{e + 1}:{r:.2f}" for e, r in enumerate(rhos)) + f"  -> grace period by the rule (rho >= {RHO}): {evidence}")
+    grace = evidence if args.grace == 0 else (args.grace or space.grace_period)
+    rf = args.rf or space.reduction_factor
     methods = args.methods.split(",")
     budgets = [int(b) for b in args.budgets.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
@@ -375,7 +394,7 @@ def main() -> int:
                 anytime_plot(rows, methods, b, w, Path(args.plots) / f"anytime-{args.space}-{args.size}-{b}x{w}.png")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(space=args.space, size=args.size, grace_period=grace,
-                                                   reduction_factor=rf, runs=table,
+                                                   reduction_factor=rf, rank_correlation_by_epoch=rhos, runs=table,
                                                    suggestion_ms=timing), indent=1))
     return 0
 

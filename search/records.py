@@ -1,0 +1,175 @@
+"""What the driver keeps beside Ray's own experiment state while a search runs: the trials the search ended
+around, every result in the order it came (for ASHA on --resume), checkpoints repaired after a killed
+driver, and a watch on the storage itself."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from search import layout, storage
+
+
+class CutTrials(tune.Callback):
+    """Records the trials still running when the search ends (--time-budget, Ctrl-C) in <exp>/cut_trials.txt:
+    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference."""
+
+    def __init__(self, exp: str, watch: "StorageWatch"):
+        self.exp, self.watch = exp, watch
+        self.running: set[str] = set()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        if self.running and not self.watch.down:
+            path = storage.join(self.exp, layout.CUT)
+            try:
+                before = set((storage.read_text(path) or "").split())
+                storage.write_text(path, "".join(f"{t}\n" for t in sorted(before | self.running)))
+            except OSError:  # the storage is gone (StorageWatch says so): the trials stay unfinished
+                pass
+
+
+class ResultLog(tune.Callback):
+    """Every trial result in the order the driver took it (what ASHA decided on), one JSON line each, in
+    <exp>/results_log.jsonl: Ray never saves its schedulers' state (ray-project/ray#30838), and on
+    --resume searcher.ResumableASHA rebuilds its rungs from this log. Local storage gets each line at
+    once; a URI gets the whole file every `every_s` seconds and at the end."""
+
+    def __init__(self, exp: str, watch: "StorageWatch", every_s: float = 10.0):
+        self.path, self.watch, self.every_s = storage.join(exp, layout.RESULTS_LOG), watch, every_s
+        self.lines: list[str] | None = None
+        self.last_upload = 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        import time
+
+        line = json.dumps({"trial_id": trial.trial_id, "epoch": result.get("epoch"), "cmap": result.get("cmap"),
+                           "status": result.get("status")}) + "\n"
+        if not storage.is_uri(self.path):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(line)
+            return
+        if self.lines is None:  # a resumed search goes on with the log it has
+            self.lines = (storage.read_text(self.path) or "").splitlines(keepends=True)
+        self.lines.append(line)
+        if time.monotonic() - self.last_upload >= self.every_s:
+            self._upload()
+
+    def _upload(self) -> None:
+        import time
+
+        if self.lines is not None and not self.watch.down:
+            try:
+                storage.write_text(self.path, "".join(self.lines))
+                self.last_upload = time.monotonic()
+            except OSError:  # the storage is gone (StorageWatch says so)
+                pass
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if storage.is_uri(self.path):
+            self._upload()
+
+    def on_experiment_end(self, trials, **info):
+        if storage.is_uri(self.path):
+            self._upload()
+
+
+class StorageDown(RuntimeError):
+    """The search's storage stopped answering."""
+
+
+class StorageWatch(tune.Callback):
+    """Ends the search when its storage stops answering, instead of letting every trial fail on it: when
+    a trial fails (each attempt), the storage is probed (seconds); if it does not answer, StorageDown
+    aborts the Tuner, as a killed driver would, so that --resume continues every trial from its last
+    checkpoint once the storage is back."""
+
+    def __init__(self, exp: str):
+        self.exp = exp
+        self.down = False  # the other records skip the storage once it is known to be gone
+
+    def _check(self) -> None:
+        problem = storage.check_writable(self.exp)
+        if problem:
+            self.down = True
+            raise StorageDown(problem)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._check()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._check()
+
+
+class RepairCheckpoints(tune.Callback):
+    """Before a resumed search starts its trials: a trial whose recorded checkpoint is gone continues from
+    its newest one still in storage.
+
+    Ray deletes a trial's older checkpoints (beyond tuning.KEEP_CHECKPOINTS) as soon as it reports a new
+    one, while its experiment state in storage, uploaded in the background, may still name an older one. A
+    driver killed in that window leaves a state whose trials would fail to restore ('Could not recover
+    from checkpoint as it does not exist on storage anymore'; seen with S3 and one checkpoint kept). The
+    checkpoint the trial's last recorded result names is taken when it is still there (the trial then
+    continues exactly after it), else the newest (epochs after the last recorded one are then missing
+    from its curve)."""
+
+    def __init__(self):
+        self.done = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.done:
+            return
+        self.done = True
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR") or trial.checkpoint is None:
+                continue
+            # Ray offers no public way to change a restored trial's checkpoints: its manager's records are
+            # what TuneController reads to restore it, and what it deletes once newer ones come
+            manager = trial.run_metadata.checkpoint_manager
+            manager._checkpoint_results = [r for r in manager._checkpoint_results if _exists(r.checkpoint)]
+            if _exists(trial.checkpoint):
+                continue
+            newest = self._newest(trial)
+            manager._latest_checkpoint_result = newest
+            manager._checkpoint_results = [newest] if newest else []
+
+    @staticmethod
+    def _newest(trial):
+        """The checkpoint the trial's last result in storage names (result.json: what the search will show
+        as done), else its newest checkpoint folder; with the result that goes with it."""
+        from ray.train._internal.session import _TrainingResult
+
+        fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder))
+                            if (m := re.search(r"checkpoint_(\d+)$", info.path))))
+        if not found:
+            return None
+        rows = []
+        try:
+            with fs.open_input_stream(f"{folder}/result.json") as f:
+                rows = [json.loads(line) for line in f.readall().decode().splitlines() if line.strip()]
+        except OSError:
+            pass
+        named = [r for r in rows if r.get("checkpoint_dir_name")]
+        last = named[-1] if named else {}
+        index = int(last["checkpoint_dir_name"].rsplit("_", 1)[1]) if last else None
+        if index not in found:
+            index, last = max(found), {}
+        return _TrainingResult(checkpoint=tune.Checkpoint(path=found[index], filesystem=fs),
+                               metrics=last or dict(trial.last_result or {}))
+
+
+def _exists(checkpoint) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound

@@ -1,0 +1,156 @@
+"""A real multi-node Ray cluster on loopback, as users run one: `ray start --head` plus a second node joined
+with `ray start --address` (one CPU each, distinct ports, token authentication on), results in S3 (moto's
+server on loopback). A search submitted with `ray job submit`; a search joined with --address that loses
+a node midway."""
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import helpers
+import s3server
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, activated or not
+
+
+def node_ports() -> list[str]:
+    """Every port a node opens, free ones, so that two nodes share one machine."""
+    lo = helpers.free_port()
+    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+    out = [x for f in flags for x in (f"{f}={helpers.free_port()}",)]
+    base = 20000 + (lo % 20000)  # a private worker port range per node
+    return out + [f"--min-worker-port={base}", f"--max-worker-port={base + 199}"]
+
+
+class Cluster:
+    def __init__(self, env: dict[str, str]):
+        self.env = {**env, "RAY_AUTH_MODE": "token", "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"}
+        self.tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+        self.port, self.dashboard = helpers.free_port(), helpers.free_port()
+        self.head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}",
+             f"--ray-client-server-port={helpers.free_port()}", f"--temp-dir={self.tmp}", *node_ports()],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        assert helpers.wait_for(lambda: self._up(self.dashboard), 120), "the head did not start"
+        self.worker = None
+
+    def add_worker(self) -> None:
+        """A second node, joined as on another machine: `ray start --address`."""
+        self.worker = subprocess.Popen(
+            [RAY, "start", "--block", f"--address=127.0.0.1:{self.port}", "--node-ip-address=127.0.0.1",
+             "--num-cpus=1", *node_ports()],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        assert helpers.wait_for(lambda: self.alive_nodes() == 2, 120), "the second node did not join"
+
+    @staticmethod
+    def _up(port: int) -> bool:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def alive_nodes(self) -> int:
+        r = subprocess.run([RAY, "list", "nodes", "--address", f"http://127.0.0.1:{self.dashboard}", "--format", "json"],
+                           capture_output=True, text=True, env=self.env, timeout=60)
+        import json
+
+        try:
+            return sum(1 for n in json.loads(r.stdout) if n.get("state") == "ALIVE")
+        except ValueError:  # 'No resource in the cluster' while it starts
+            return 0
+
+    def stop_worker(self) -> None:
+        self.worker.terminate()  # `ray start --block` stops the node's processes when it is terminated
+        self.worker.wait(timeout=120)
+
+    def shutdown(self) -> None:
+        for proc in (self.worker, self.head):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = s3server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    c = Cluster(s3.env())
+    yield c
+    c.shutdown()
+
+
+def node_ids(s3, prefix: str) -> dict[str, set[str]]:
+    """trial folder -> the node ids its results came from (result.json in the bucket)."""
+    out = {}
+    for key in s3.keys(prefix):
+        if key.endswith("/result.json"):
+            rows = pd.read_json(io.BytesIO(s3.read(key)), lines=True)
+            out[key.split("/")[-2]] = set(rows["node_id"])
+    return out
+
+
+def test_a_search_submitted_as_a_ray_job_with_token_auth(cluster, s3):
+    store = s3.uri("jobs")
+    submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}", "--working-dir", ".",
+              "--submission-id", "birdtune-job", "--", "python", "-m", "search.run", "--address", "auto",
+              "--space", "smoke", "--storage-path", store, "--name", "job", "--num-samples", "4"]
+    r = subprocess.run(submit, capture_output=True, text=True, env=cluster.env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    logs = subprocess.run([RAY, "job", "logs", "--address", f"http://127.0.0.1:{cluster.dashboard}", "birdtune-job"],
+                          capture_output=True, text=True, env=cluster.env, timeout=120)
+    assert logs.returncode == 0 and "4/4 trial" in logs.stdout and "best: trial" in logs.stdout, logs.stdout[-3000:]
+    assert "worker processes fresh per trial" in logs.stdout  # joined (--address auto): no cached workers
+    table = pd.read_csv(io.BytesIO(s3.read("jobs/job/trials.csv")))
+    assert len(table) == 4 and "jobs/job/best/model.pt" in s3.keys("jobs/job/best/")
+    # without the token the dashboard's API refuses the job
+    anonymous = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE",)}
+    anonymous["HOME"] = tempfile.mkdtemp()  # no ~/.ray/auth_token
+    r = subprocess.run([RAY, "job", "list", "--address", f"http://127.0.0.1:{cluster.dashboard}"],
+                       capture_output=True, text=True, env=anonymous, timeout=120)
+    assert r.returncode != 0 or "birdtune-job" not in r.stdout
+
+
+def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path):
+    cluster.add_worker()
+    store = s3.uri("nodes")
+    proc = helpers.search("--address", f"127.0.0.1:{cluster.port}", "--storage-path", store, "--name", "n",
+                          "--num-samples", "8", "--max-failures", "3", env=cluster.env, cwd=tmp_path, popen=True)
+    try:
+        assert helpers.wait_for(lambda: len(set().union(*node_ids(s3, "nodes/n/").values() or [set()])) >= 2, 300,
+                                every=1), "trials never ran on both nodes"
+        cluster.stop_worker()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    table = pd.read_csv(io.BytesIO(s3.read("nodes/n/trials.csv")))
+    assert len(table) == 8 and set(table.status) <= {"completed", "stopped_early"}, table
+    for key in s3.keys("nodes/n/"):  # trials on the lost node continued from their checkpoints: no epoch twice
+        if key.endswith("/result.json"):
+            epochs = pd.read_json(io.BytesIO(s3.read(key)), lines=True)["epoch"].tolist()
+            assert epochs == list(range(1, len(epochs) + 1)), (key, epochs)
+    assert len(set().union(*node_ids(s3, "nodes/n/").values())) == 2
