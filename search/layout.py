@@ -21,6 +21,6 @@ STATUSES = (COMPLETED, STOPPED_EARLY, ERRORED, DIVERGED, UNFINISHED)
 USABLE = (COMPLETED, STOPPED_EARLY, UNFINISHED)  # a real score: may be exported or re-validated
 
 SEARCHERS = ("tpe", "mftpe", "random")
-DEFAULT_SEARCHER = "tpe"  # --searcher when not given (tests/bench/replay.py measures why)
+DEFAULT_SEARCHER = "mftpe"  # --searcher when not given (tests/bench/replay.py measures why)
 SCHEDULERS = ("asha", "none")
 DEFAULT_STORAGE = "./results"

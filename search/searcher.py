@@ -280,6 +280,13 @@ def startup_trials(num_samples: int) -> int:
     return min(10, max(4, num_samples // 4))
 
 
+# mftpe's model starts once a rung holds this many scores (or the space's dimensions + 2, if fewer).
+# Replayed (tests/bench/replay.py, seeds 0-99, finetune, both demo sizes, 16 and 32 trials): 5 gave a
+# lower regret than dimensions + 2 (9) in 10 of 12 cells; 3 and 4 won on the default demo but lost to
+# stock at 16 trials x 4-8 workers on the tiny one.
+MFTPE_MIN_POINTS = 5
+
+
 def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, study_name: str,
                   db_path: str | None, concurrency: int, num_samples: int, grace_period: int = 1,
                   reduction_factor: int = 4, exp: str | None = None):
@@ -294,7 +301,8 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
     if kind == "mftpe":
         dims = len(space.distributions())
         sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
-        return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor), min_points=dims + 2,
+        return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor),
+                                min_points=min(dims + 2, MFTPE_MIN_POINTS),
                                 seed=seed, sampler=sampler, exp=exp, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator

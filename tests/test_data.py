@@ -1,5 +1,4 @@
 """core.data: CSV validation, path forms, the notebook's resampling, decoding, mixup datasets."""
-import shutil
 
 import cv2
 import numpy as np

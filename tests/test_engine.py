@@ -9,7 +9,7 @@ import torch
 from core import checkpoint, engine
 from core.config import ConfigError
 from core.data import load_data
-from core.metrics import cmap_present, padded_cmap
+from core.metrics import cmap_present
 
 KEYS = {"epoch", "train_loss", "val_loss", "cmap", "cmap_present", "accuracy", "mean_recall", "lr",
         "images_per_s", "status", "best_cmap"}

@@ -117,7 +117,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode in (1, 130), out[-3000:]
-    assert f"--name int --resume" in out
+    assert "--name int --resume" in out
     assert (exp / "trials.csv").is_file()
     r = search(tmp_path, "int", "--resume")
     assert r.returncode == 0 and len(trials(tmp_path, "int")) == 8

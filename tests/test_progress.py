@@ -57,7 +57,7 @@ def test_off_a_terminal_one_plain_line_per_finished_trial():
 
 def test_on_a_terminal_the_block_is_redrawn_in_place():
     clock, out = Clock(), io.StringIO()
-    view = drive(LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=True, clock=clock), clock)
+    drive(LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=True, clock=clock), clock)
     text = out.getvalue()
     assert "\x1b[3F\x1b[J" in text  # moved up over the 3-line block and erased it before redrawing
     final = text.rsplit("\x1b[J", 1)[1].splitlines()

@@ -10,8 +10,8 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from optuna.trial import TrialState
 import yaml
+from optuna.trial import TrialState
 
 import spaces
 from core import checkpoint
@@ -84,6 +84,7 @@ def test_the_optuna_study_matches_the_trials(finished):
     curves = pd.read_csv(exp / "curves.csv")
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == len(table)
+    assert yaml.safe_load((exp / "search.yaml").read_text())["searcher"] == "mftpe"  # the default's study
     state = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED}
     for ot, (_, row) in zip(study.trials, table.iterrows()):  # Optuna's numbers are the launch order
         assert ot.state == state[row["status"]] and ot.params == pytest.approx({"lr": row.lr, "drop_rate": row.drop_rate})

@@ -18,7 +18,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from core import demo
-from core.data import TrainDataset, load_data, read_table
+from core.data import load_data, read_table
 from core.augment import BatchAugment
 from core.engine import BatchTrainSet, EpochSampler, _EpochKeyed
 from core.transforms import train_transform
