@@ -1,5 +1,5 @@
 """What many tests share: the environment of the subprocesses they start, the search runner, free ports,
-waiting for a condition."""
+whether a port answers, waiting for a condition."""
 from __future__ import annotations
 
 import os
@@ -30,6 +30,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on this loopback port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:

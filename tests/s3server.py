@@ -81,7 +81,7 @@ def start(bucket: str = "birdtune-test") -> S3Server:
     cli = os.path.join(os.path.dirname(sys.executable), "moto_server")
     proc = subprocess.Popen([cli, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"})
-    if not helpers.wait_for(lambda: _answers(port), 60, every=0.2):
+    if not helpers.wait_for(lambda: helpers.listening(port), 60, every=0.2):
         proc.kill()
         raise RuntimeError("moto_server did not start")
     setup = dict(endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="setup", aws_secret_access_key="setup",
@@ -94,13 +94,3 @@ def start(bucket: str = "birdtune-test") -> S3Server:
     boto3.client("s3", **{**setup, "aws_access_key_id": key["AccessKeyId"],
                           "aws_secret_access_key": key["SecretAccessKey"]}).create_bucket(Bucket=bucket)
     return S3Server(port, proc, key["AccessKeyId"], key["SecretAccessKey"], bucket)
-
-
-def _answers(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False

@@ -41,7 +41,7 @@ class Cluster:
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}",
              f"--ray-client-server-port={helpers.free_port()}", f"--temp-dir={self.tmp}", *node_ports()],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        assert helpers.wait_for(lambda: self._up(self.dashboard), 120), "the head did not start"
+        assert helpers.wait_for(lambda: helpers.listening(self.dashboard), 120), "the head did not start"
         self.worker = None
 
     def add_worker(self) -> None:
@@ -51,16 +51,6 @@ class Cluster:
              "--num-cpus=1", *node_ports()],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         assert helpers.wait_for(lambda: self.alive_nodes() == 2, 120), "the second node did not join"
-
-    @staticmethod
-    def _up(port: int) -> bool:
-        import socket
-
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
 
     def alive_nodes(self) -> int:
         r = subprocess.run([RAY, "list", "nodes", "--address", f"http://127.0.0.1:{self.dashboard}", "--format", "json"],

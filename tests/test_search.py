@@ -1,7 +1,6 @@
 """End-to-end searches with `python -m search.run` on the smoke space (Ray on this machine's CPUs)."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from optuna.trial import TrialState
 import spaces
 from core import checkpoint
 from core.config import TrainConfig
-from helpers import ENV, free_port, search
+from helpers import ENV, free_port, listening, search, wait_for
 from search.layout import STATUSES
 
 pytestmark = pytest.mark.slow
@@ -188,13 +187,7 @@ def test_search_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
                              "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={short_tmp}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for(lambda: listening(port), 60)
         time.sleep(2)
         uri = f"file://{tmp_path / 'store'}"
         r = search("--address", f"127.0.0.1:{port}", "--storage-path", uri, "--name", "remote",
