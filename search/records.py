@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import pyarrow.fs as pafs
 from ray import tune
@@ -52,8 +53,6 @@ class ResultLog(tune.Callback):
         self.last_upload = 0.0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        import time
-
         line = json.dumps({"trial_id": trial.trial_id, "epoch": result.get("epoch"), "cmap": result.get("cmap"),
                            "status": result.get("status")}) + "\n"
         if not storage.is_uri(self.path):
@@ -68,8 +67,6 @@ class ResultLog(tune.Callback):
             self._upload()
 
     def _upload(self) -> None:
-        import time
-
         if self.lines is not None and not self.watch.down:
             try:
                 storage.write_text(self.path, "".join(self.lines))
