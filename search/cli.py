@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 """
 
 # the flags whose values search.yaml records: --resume takes them from there
-SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "seed", "searcher", "scheduler", "revalidate_top", "folds",
+SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "grace_period", "seed", "searcher", "scheduler", "revalidate_top", "folds",
               "set", "cpus_per_trial", "gpus_per_trial")
 
 
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"(default {layout.DEFAULT_SEARCHER})")
     p.add_argument("--scheduler", choices=layout.SCHEDULERS,
                    help="asha: stop weak trials early (default); none: every trial runs all epochs")
+    p.add_argument("--grace-period", type=int, metavar="EPOCHS",
+                   help="epochs every trial runs before ASHA may stop it (default: the space's, at least "
+                        "1/27 of --epochs; the report says whether early ranks held)")
     p.add_argument("--revalidate-top", type=int, metavar="K",
                    help="after the search, retrain the K best configs at full length on --folds and pick the best mean")
     p.add_argument("--folds", metavar="F1,F2,...",

@@ -76,3 +76,39 @@ def importances(table: pd.DataFrame, curves: pd.DataFrame, space_name: str, sear
 def _value(v: Any, dist) -> Any:
     v = py(v)
     return int(round(v)) if isinstance(dist, optuna.distributions.IntDistribution) else v
+
+
+HELD, DID_NOT = 0.5, 0.2  # Kendall tau at or above which a rung's ranks "held", below which they "did not"
+MIN_PAIRS = 4  # fewer trials past a rung say nothing about it
+
+
+def rung_trust(table: pd.DataFrame, curves: pd.DataFrame, rung_epochs: list[int], max_t: int) -> list[dict[str, Any]]:
+    """How far early stopping could be trusted in this search: for each ASHA rung, Kendall's tau between the
+    trials' best score up to that epoch and the final best score of the trials that went on past it, with one
+    line of advice. Rows: rung, tau (NaN with too few trials), trials, advice."""
+    from scipy.stats import kendalltau
+
+    metric, out = spaces.METRIC, []
+    if table.empty or curves.empty:
+        return out
+    usable = table[~table["status"].isin((layout.ERRORED, layout.DIVERGED))]
+    for i, rung in enumerate(rung_epochs):
+        went_on = usable[usable["epochs"] > rung]
+        early = (curves[(curves["epoch"] <= rung) & curves["trial_id"].isin(went_on["trial_id"])]
+                 .groupby("trial_id")[metric].max())
+        final = went_on.set_index("trial_id")["best_cmap"].reindex(early.index)
+        n = int(final.notna().sum())
+        tau = float(kendalltau(early[final.notna()], final.dropna()).statistic) if n >= MIN_PAIRS else float("nan")
+        later = rung_epochs[i + 1] if i + 1 < len(rung_epochs) else max_t
+        if tau != tau:
+            advice = f"too few trials went past epoch {rung} ({n}) to tell whether its ranks held"
+        elif tau >= HELD:
+            advice = f"epoch-{rung} ranks held (tau {tau:.2f}, {n} trials): early stopping there was safe"
+        elif tau >= DID_NOT:
+            advice = (f"epoch-{rung} ranks held only partly (tau {tau:.2f}, {n} trials): some configs stopped "
+                      f"there may have caught up; --grace-period {later} judges later")
+        else:
+            advice = (f"epoch-{rung} ranks did not hold (tau {tau:.2f}, {n} trials): early stopping there was "
+                      f"unsafe; consider --grace-period {later}")
+        out.append(dict(rung=int(rung), tau=tau, trials=n, advice=advice))
+    return out

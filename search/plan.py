@@ -180,10 +180,10 @@ def make(args: argparse.Namespace) -> Plan:
     check_model(cfg)
     data = load(cfg)
     spec = SearchSpec(
-        space=space.name, max_t=epochs, grace_period=min(space.grace_period, epochs),
+        space=space.name, max_t=epochs, grace_period=args.grace_period or layout.grace_period(space.grace_period, epochs),
         reduction_factor=space.reduction_factor, num_samples=args.num_samples or space.num_samples,
         searched=searched, points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
-        gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or "asha",
+        gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or layout.DEFAULT_SCHEDULER,
         revalidate_top=args.revalidate_top or 0, revalidate_folds=_revalidation_folds(args, data, cfg.fold),
         study=study, base=cfg.to_dict(),
         classes=class_names(data.table, cfg.num_classes or data.num_classes, cfg.csv),
@@ -240,7 +240,7 @@ def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, An
     """(the flag as given, the value search.yaml records) for each search-describing flag on this
     command line that differs from the experiment's."""
     recorded = {"space": spec.space, "csv": spec.base.get("csv"), "num_samples": spec.num_samples,
-                "epochs": spec.max_t, "seed": spec.seed, "searcher": spec.searcher, "scheduler": spec.scheduler,
+                "epochs": spec.max_t, "grace_period": spec.grace_period, "seed": spec.seed, "searcher": spec.searcher, "scheduler": spec.scheduler,
                 "revalidate_top": spec.revalidate_top, "folds": spec.revalidate_folds,
                 "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial}
     out = []
@@ -285,9 +285,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
     if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or (
             args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer())):
         raise UsageError(f"--gpus-per-trial must be >= 0 (a fraction up to 1 or a whole number), got {args.gpus_per_trial}")
-    for flag in ("num_samples", "epochs", "concurrency"):
+    for flag in ("num_samples", "epochs", "concurrency", "grace_period"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.grace_period is not None and args.epochs is not None and args.grace_period > args.epochs:
+        raise UsageError(f"--grace-period {args.grace_period} is longer than --epochs {args.epochs}")
     if args.max_failures < 0:
         raise UsageError("--max-failures must be >= 0")
     if args.time_budget is not None and args.time_budget <= 0:

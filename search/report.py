@@ -30,11 +30,7 @@ def rungs(max_t: int, grace_period: int, reduction_factor: int, scheduler: str =
     """The epochs at which ASHA compares trials: grace * rf^k below max_t (none without ASHA)."""
     if scheduler != "asha":
         return []
-    out, t = [], int(grace_period)
-    while t < max_t:
-        out.append(t)
-        t *= int(reduction_factor)
-    return out
+    return layout.asha_rungs(max_t, grace_period, reduction_factor)[:-1]
 
 
 def reference(space: spaces.Space) -> tuple[str, dict[str, Any]]:
@@ -130,6 +126,17 @@ def _table_html(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _trust_html(out: Outcome, rung_epochs: list[int]) -> str:
+    from search.importance import rung_trust
+
+    rows = rung_trust(out.table, out.curves, rung_epochs, out.spec.max_t)
+    if not rows:
+        return "<p>no early stopping in this search (no ASHA rungs, or no results yet)</p>"
+    return ("<p>Kendall's tau between each trial's best score up to a rung and its final best score, over the "
+            "trials that went on past that rung:</p><ul>"
+            + "".join(f"<li>{html.escape(r['advice'])}</li>" for r in rows) + "</ul>")
+
+
 def render(out: Outcome) -> dict[str, bytes]:
     """{file name: bytes} of report.html and the PNGs it embeds, from the outcome alone."""
     spec, table = out.spec, out.table
@@ -171,6 +178,7 @@ def render(out: Outcome) -> dict[str, bytes]:
         f"<p>{c['trial_epochs']} trial-epochs and {c['hours']:.2f} {c['unit']} hours; every trial at full length "
         f"(a grid of the same {c['trials']} configs) would have cost {c['full_epochs']} trial-epochs and about "
         f"{c['full_hours']:.2f} {c['unit']} hours: {100 * c['saved']:.0f}% saved by early stopping.</p>",
+        "<h2>Could early stopping be trusted?</h2>", _trust_html(out, rung_epochs),
         "<h2>Plots</h2>", img,
         "<h2>Top trials</h2>", _table_html(top),
     ]

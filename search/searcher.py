@@ -25,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 import spaces
 from search import results
-from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS
+from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS, asha_rungs
 
 DEFAULT = DEFAULT_SEARCHER
 
@@ -245,13 +245,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         return dict(trial.params)
 
 
-def rung_epochs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """ASHA's rungs (grace * rf^k below max_t, as Ray's _Bracket makes them) and max_t itself."""
-    out, t = [], grace_period
-    while t < max_t:
-        out.append(t)
-        t *= reduction_factor
-    return out + [max_t]
+rung_epochs = asha_rungs  # ASHA's rungs and max_t (layout holds the one formula)
 
 
 def tune_domains(space: spaces.Space) -> dict[str, Any]:
@@ -367,7 +361,8 @@ class ResumableASHA(ASHAScheduler):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, exp: str | None = None):
+def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, exp: str | None = None,
+                   num_samples: int | None = None):
     """ASHA (rebuilt from <exp>'s results log on --resume) or FIFO (every trial to max_t)."""
     from ray.tune.schedulers import FIFOScheduler
 

@@ -53,3 +53,35 @@ def test_a_search_without_results_still_gets_a_page(recwarn):
     assert set(out) == {"report.html", *report.PLOTS}
     assert all(out[p][:8] == b"\x89PNG\r\n\x1a\n" for p in report.PLOTS)
     assert b"no trial has a result yet" in out["report.html"] and not recwarn.list
+
+
+def test_grace_period_rises_to_a_fraction_of_long_searches():
+    """birdtune's first rung: the space's grace period, at least 1/27 of max_t (LCBench's 52 epochs -> 2)."""
+    from search import layout
+
+    assert layout.grace_period(1, 8) == 1 and layout.grace_period(2, 30) == 2
+    assert layout.grace_period(1, 52) == 2 and layout.grace_period(1, 100) == 4 and layout.grace_period(1, 27) == 1
+    assert layout.grace_period(5, 3) == 3  # never past max_t
+    assert layout.asha_rungs(52, 2, 4) == [2, 8, 32, 52] and layout.asha_rungs(8, 1, 4) == [1, 4, 8]
+
+
+def _trials(finals, early, epochs):
+    table = pd.DataFrame(dict(trial_id=[f"t{i}" for i in range(len(finals))], best_cmap=finals, epochs=epochs,
+                              status=["completed" if e == 8 else "stopped_early" for e in epochs]))
+    curves = pd.DataFrame([dict(trial_id=f"t{i}", epoch=e, cmap=early[i] if e == 1 else finals[i])
+                           for i in range(len(finals)) for e in range(1, epochs[i] + 1)])
+    return table, curves
+
+
+def test_rung_trust_says_whether_early_ranks_held():
+    from search.importance import rung_trust
+
+    finals = [0.5, 0.6, 0.7, 0.8, 0.9, 0.3]
+    held = rung_trust(*_trials(finals, [0.1, 0.2, 0.3, 0.4, 0.5, 0.05], [8, 8, 8, 8, 8, 1]), [1, 4], 8)
+    assert held[0]["rung"] == 1 and held[0]["trials"] == 5 and held[0]["tau"] == pytest.approx(1.0)
+    assert "epoch-1 ranks held (tau 1.00, 5 trials)" in held[0]["advice"]
+    flipped = rung_trust(*_trials(finals, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [8, 8, 8, 8, 8, 1]), [1, 4], 8)
+    assert flipped[0]["tau"] == pytest.approx(-1.0)
+    assert "did not hold" in flipped[0]["advice"] and "--grace-period 4" in flipped[0]["advice"]
+    few = rung_trust(*_trials(finals[:3], [0.1, 0.2, 0.3], [8, 8, 1]), [1, 4], 8)
+    assert few[0]["tau"] != few[0]["tau"] and "too few trials" in few[0]["advice"]

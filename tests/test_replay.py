@@ -1,0 +1,106 @@
+"""tests/bench/replay.py: the simulator makes the decisions Ray's controller makes, and its statistics are the
+ones it claims. The LCBench checks need ../shared/benchmarks/lcbench (CI has it)."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import lcbench  # noqa: E402
+import replay  # noqa: E402
+
+needs_lcbench = pytest.mark.skipif(not (lcbench.DEFAULT_DIR / "model.onnx").is_file(),
+                                   reason=f"the LCBench surrogate is not in {lcbench.DEFAULT_DIR}")
+
+
+@needs_lcbench
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_replay_suggests_and_stops_as_a_real_ray_search(seed):
+    """A real Tuner (birdtune's default searcher and scheduler, one worker, a trainable answering from the
+    surrogate) and the replay of the same seed: the same configs in the same order, each trial stopped at the
+    same epoch."""
+    trials, task = 8, "3945"
+    r = subprocess.run([sys.executable, str(BENCH / "ray_trace.py"), "--task", task, "--seed", str(seed),
+                        "--trials", str(trials)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    real = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("TRACE "))[6:])
+    sim = replay.simulate("birdtune", "lcbench", task, trials, 1, seed, trace=True)["trace"]
+    assert len(real) == len(sim) == trials
+    for i, (ray_trial, (_, config, epochs)) in enumerate(zip(real, sim)):
+        assert ray_trial["config"].keys() == config.keys()
+        for k, v in config.items():
+            assert ray_trial["config"][k] == pytest.approx(v, rel=1e-9), (i, k)
+        assert ray_trial["epochs"] == epochs, (i, ray_trial["epochs"], epochs)
+    stopped = [e for _, _, e in sim]
+    assert min(stopped) < lcbench.EPOCHS and max(stopped) == lcbench.EPOCHS  # ASHA stopped some, not all
+
+
+@needs_lcbench
+def test_surrogate_curves_and_space():
+    s = lcbench.Surrogate()
+    d = s.defaults()
+    assert d == dict(batch_size=91, learning_rate=pytest.approx(0.0031622777), momentum=0.545,
+                     weight_decay=pytest.approx(0.050005), num_layers=3, max_units=256, max_dropout=0.5)
+    acc, secs = s.curves("3945", [d, {**d, "learning_rate": 0.09}])
+    assert acc.shape == secs.shape == (2, 52) and np.isfinite(acc).all() and (secs > 0).all()
+    assert 0 < acc.min() and acc.max() <= 100 and acc[0, -1] > acc[0, 0]  # it learns
+    space = s.space()
+    assert space.epochs == 52 and space.points == [d]
+    dists = space.distributions()
+    assert list(dists) == list(lcbench.INPUTS)
+    assert dists["learning_rate"]["log"] and dists["batch_size"]["kind"] == "int" and not dists["momentum"]["log"]
+
+
+def test_missing_lcbench_folder_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", "lcbench", "--lcbench-dir",
+                        str(tmp_path / "nowhere"), "--seeds", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LCBench surrogate not found" in lines[0] and "--lcbench-dir" in lines[0], r.stderr
+
+
+@needs_lcbench
+def test_unknown_task_is_one_line_and_exit_2():
+    r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", "lcbench", "--tasks", "3945,42",
+                        "--seeds", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown LCBench task(s) 42" in r.stderr
+
+
+def test_holm_adjustment():
+    assert replay.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert replay.holm([0.5, float("nan"), 0.01]) == pytest.approx([0.5, float("nan"), 0.02], nan_ok=True)
+    assert replay.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_summary_pairs_seeds_and_tasks():
+    """Aggregate rows: paired differences over (task, seed), per-task wins, quality and epochs against
+    random_full, computed from the runs they summarise."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for task in ("a", "b"):
+        for seed in range(12):
+            base = rng.uniform(0.2, 0.8)
+            for method, delta, epochs, q in (("random_full", 0.1, 100, 0.9), ("stock", 0.0, 40, 0.88),
+                                             ("birdtune", -0.2 if task == "a" else 0.05, 25, 0.9)):
+                rows.append(dict(benchmark="x", task=task, method=method, budget=16, workers=2, seed=seed,
+                                 quality=q, regret=base + delta, epochs=epochs, trials=16, suggest_ms=1.0))
+    per_task, agg = replay.summarize(rows, ["random_full", "stock", "birdtune"])
+    bt = next(r for r in agg if r["method"] == "birdtune")
+    assert bt["task"] == "all" and bt["tasks"] == 2 and bt["seeds"] == 12
+    assert bt["diff_vs_stock"] == pytest.approx((-0.2 + 0.05) / 2)
+    assert bt["diff_ci_low"] <= bt["diff_vs_stock"] <= bt["diff_ci_high"]
+    assert bt["wins_vs_stock"] == 1  # better on task a only
+    assert bt["epochs_fraction"] == pytest.approx(0.25) and bt["quality_vs_random_full"] == pytest.approx(1.0)
+    assert bt["p_vs_random_full"] < 0.001 and not math.isnan(bt["p_vs_stock_holm"])
+    keys = {"benchmark", "method", "budget", "workers", "tasks", "seeds", "mean_norm_regret", "diff_vs_stock",
+            "diff_ci_low", "diff_ci_high", "p_vs_stock", "p_vs_stock_holm", "p_vs_random_full_holm",
+            "wins_vs_stock", "quality_vs_random_full", "epochs_fraction"}
+    assert keys <= set(bt)
+    assert {r["task"] for r in per_task} == {"a", "b"} and len(per_task) == 6
