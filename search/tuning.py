@@ -62,7 +62,8 @@ def make_search(plan: Plan, n: int):
                                           num_samples=spec.num_samples, grace_period=spec.grace_period,
                                           reduction_factor=spec.reduction_factor, exp=plan.options.exp)
     scheduler = make_scheduler(spec.scheduler, max_t=spec.max_t, grace_period=spec.grace_period,
-                               reduction_factor=spec.reduction_factor, exp=plan.options.exp)
+                               reduction_factor=spec.reduction_factor, exp=plan.options.exp,
+                               num_samples=spec.num_samples)
     return searcher, param_space, scheduler
 
 

@@ -1,32 +1,39 @@
-"""Search quality on recorded learning curves: many simulated searches, paired by seed, per method, budget and
-worker count, as Syne Tune's simulator backend does it.
+"""Search quality on learning curves nobody has to train again: many simulated searches, paired by seed, per
+benchmark task, method, budget and worker count, as Syne Tune's simulator backend does it.
 
-    python tests/bench/replay.py [--space finetune] [--size tiny] [--seeds 100] [--first-seed 0]
-                                 [--budgets 16,32,64] [--workers 2,4,8] [--methods random_full,random_asha,...]
-                                 [--json PATH] [--plots DIR] [--processes 2]
+    python tests/bench/replay.py [--benchmark birdtune-default|birdtune-tiny|lcbench] [--tasks ID,...]
+                                 [--lcbench-dir PATH] [--seeds 100] [--first-seed 0] [--budgets 16,32]
+                                 [--workers 2,4] [--methods random_full,stock,birdtune] [--json PATH]
+                                 [--plots DIR] [--processes 2] [--timing]
 
-The curves are tests/bench/data/<space>-<size>.parquet (tests/bench/record.py): configs drawn uniformly from
-the space, each trained for the space's full epochs with 2 training seeds. A simulated search drives the
-real objects through Ray Tune's public interfaces, without starting Ray: a Searcher's suggest /
-on_trial_result / on_trial_complete and a TrialScheduler's on_trial_add / on_trial_result /
-on_trial_complete, in the order Ray's TuneController calls them. W workers run trials on a simulated
-clock: each epoch of a trial is an event at its recorded time; a stopped trial's later epochs are
-dropped; the searcher's own time per suggestion (measured) delays the trial it starts.
+Benchmarks. `birdtune-default` / `birdtune-tiny` (`--size default|tiny` is an alias): this project's tables,
+tests/bench/data/finetune-<size>.parquet (tests/bench/record.py), configs drawn uniformly from the finetune
+space, each trained for the demo's 8 epochs with 2 training seeds; a config the table lacks is answered by
+its nearest recorded neighbour in the space scaled to [0, 1] (log scale where the space samples on one),
+with one of its 2 runs drawn per (replay seed, config), so every method meets the same noise (a config met
+again answers with its other run). `lcbench`: YAHPO Gym's LCBench surrogate (tests/bench/lcbench.py), 52
+epochs of val_accuracy, the surrogate's time per epoch on the clock; without --tasks the README's 17
+development tasks.
 
-A config the table lacks is answered by its nearest recorded neighbour in the space scaled to [0, 1]
-(log scale where the space samples on one); which of its 2 training seeds answers is drawn per (replay
-seed, config), so every method meets the same noise, and a recorded config met again in one search
-answers with its other seed (a rerun near a config is a new training run; with one draw per config the
-local proposals of a model-based searcher would be wasted copies). The quality of a config is the mean over its 2
-seeds of its best epoch's cmAP at full length; a search's pick is the trial with the best cmAP it
-observed (what birdtune exports); its regret is (best quality in the table - the pick's quality) /
-(best - worst quality in the table).
+A simulated search drives the real objects through Ray Tune's public interfaces, without starting Ray: a
+Searcher's suggest / on_trial_result / on_trial_complete and a TrialScheduler's on_trial_add /
+on_trial_result / on_trial_complete, in the order Ray's TuneController calls them (tests/test_replay.py
+checks it against a real Tuner). W workers run trials on a simulated clock; a stopped trial's later epochs
+never happen; the searcher's own time per suggestion (measured) delays the trial it starts.
 
-Methods: random_full (random search, every trial at full length), random_asha, stock (OptunaSearch with
-Optuna's defaults + ASHA), birdtune (whatever --searcher's default is) and every searcher of
-search.searcher by name (tpe, mftpe, ...). The random methods draw through Optuna's RandomSampler in
-Ray's OptunaSearch, so that under one seed every Optuna-based method starts from the same configs.
-Not collected by pytest.
+A config's quality is its best epoch at full length (on a table, the mean over its 2 runs). A search's pick
+is its trial with the best observed score (what birdtune exports), scored at full length; its regret is
+(best - pick) / (best - median), best and median over the table, or over a fixed random sample of 10,000
+configs of the LCBench task, so tasks can be pooled.
+
+Methods, all starting from the space's base config (the notebook's; LCBench's defaults): random_full (random
+search, every trial at full length), random_asha (random + Ray's ASHA with its defaults), stock
+(OptunaSearch with Optuna's defaults + Ray's ASHAScheduler with its defaults: grace 1, reduction 4), birdtune
+(the default searcher with the default scheduler and the settings a search derives), and variants
+`searcher[:attr=value][@scheduler[:grace_period=N:reduction_factor=N]]`. The random methods draw through
+Optuna's RandomSampler, so that under one seed every Optuna-based method starts from the same configs.
+Per cell: paired one-sided Wilcoxon over (task, seed) against stock and random_full, Holm's correction
+across the run's cells, a bootstrap interval of the paired difference, per-task wins. Not collected by pytest.
 """
 from __future__ import annotations
 
@@ -531,7 +538,7 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.processes) as pool:
         rows = list(tqdm(pool.imap_unordered(_run, jobs, chunksize=8), total=len(jobs), desc="replays",
-                         mininterval=5, disable=None))
+                         mininterval=5 if sys.stderr.isatty() else 60))  # off a terminal: a line a minute
     wall = time.time() - t0
     per_task, agg = summarize(rows, methods)
     print(f"{name}: {len(tasks)} task(s), {len(seeds)} paired seeds (from {args.first_seed}), max_t {space.epochs}; "
