@@ -64,7 +64,8 @@ def asha_replay(exp, spec_file="search.yaml") -> dict[str, int]:
     meta = yaml.safe_load((exp / spec_file).read_text())
     logged = [json.loads(ln) for ln in (exp / "results_log.jsonl").read_text().splitlines()]
     fresh = ResumableASHA(time_attr="epoch", metric="cmap", mode="max", max_t=meta["max_t"],
-                          grace_period=meta["grace_period"], reduction_factor=meta["reduction_factor"])
+                          grace_period=meta["grace_period"], reduction_factor=meta["reduction_factor"],
+                          num_samples=meta["num_samples"])
     return replay(fresh, logged)
 
 
