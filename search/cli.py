@@ -20,8 +20,8 @@ EXAMPLES = """examples:
 """
 
 # the flags whose values search.yaml records: --resume takes them from there
-SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "grace_period", "seed", "searcher", "scheduler", "revalidate_top", "folds",
-              "set", "cpus_per_trial", "gpus_per_trial")
+SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "grace_period", "seed", "searcher", "scheduler", "revalidate_top",
+              "folds", "set", "cpus_per_trial", "gpus_per_trial")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

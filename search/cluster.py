@@ -23,10 +23,34 @@ def _token_available() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
+def untested_versions() -> str | None:
+    """One line naming Ray / Optuna releases other than the tested ones (layout.TESTED_VERSIONS), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from search.layout import TESTED_VERSIONS
+
+    found = {}
+    for name, tested in TESTED_VERSIONS.items():
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            continue
+        if have != tested and not have.startswith(tested + "."):
+            found[name] = have
+    if not found:
+        return None
+    return ("birdtune: tested with " + " and ".join(f"{n.capitalize()} {v}" for n, v in TESTED_VERSIONS.items())
+            + "; this environment has " + ", ".join(f"{n.capitalize()} {v}" for n, v in found.items())
+            + ": the search goes on, but birdtune relies on some of their internals")
+
+
 def start(plan: Plan) -> Cluster:
     """ray.init for the plan (a caller that already connected, such as a test harness, is kept), then the
     resources checked against the trial's request."""
     opts, spec = plan.options, plan.spec
+    note = untested_versions()
+    if note:
+        print(note, flush=True)
     if opts.address and "RAY_AUTH_MODE" not in os.environ and _token_available():
         # Ray turns token auth on by itself only for clusters it starts; a driver joining an existing
         # cluster must opt in, before `import ray` reads its config. As Ray does locally: a token at

@@ -25,6 +25,8 @@ DEFAULT_SEARCHER = "mftpe"  # --searcher when not given (tests/bench/replay.py m
 SCHEDULERS = ("asha", "none")
 DEFAULT_SCHEDULER = "asha"  # --scheduler when not given
 DEFAULT_STORAGE = "./results"
+# the releases (major.minor) birdtune is tested with; pyproject.toml pins them, a search on others says so
+TESTED_VERSIONS = {"ray": "2.60", "optuna": "5.0"}
 
 # ASHA never judges a trial before this fraction of its epochs: a first rung at most three reductions by 3
 # below max_t (Hyperband's bracket s = 3, eta = 3). Chosen on LCBench's development tasks

@@ -154,6 +154,9 @@ def make(args: argparse.Namespace) -> Plan:
     if storage.exists(options.exp):
         raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
     epochs = args.epochs or space.epochs
+    if args.grace_period is not None and args.grace_period > epochs:
+        raise UsageError(f"--grace-period {args.grace_period} is longer than the {epochs} epochs of a trial"
+                         + ("" if args.epochs else f" (the '{space.name}' space's; --epochs sets them)"))
     seed = 0 if args.seed is None else args.seed
     base: dict[str, Any] = {}
     if on_demo:
@@ -240,7 +243,8 @@ def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, An
     """(the flag as given, the value search.yaml records) for each search-describing flag on this
     command line that differs from the experiment's."""
     recorded = {"space": spec.space, "csv": spec.base.get("csv"), "num_samples": spec.num_samples,
-                "epochs": spec.max_t, "grace_period": spec.grace_period, "seed": spec.seed, "searcher": spec.searcher, "scheduler": spec.scheduler,
+                "epochs": spec.max_t, "grace_period": spec.grace_period, "seed": spec.seed, "searcher": spec.searcher,
+                "scheduler": spec.scheduler,
                 "revalidate_top": spec.revalidate_top, "folds": spec.revalidate_folds,
                 "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial}
     out = []
@@ -288,8 +292,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("num_samples", "epochs", "concurrency", "grace_period"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.grace_period is not None and args.epochs is not None and args.grace_period > args.epochs:
-        raise UsageError(f"--grace-period {args.grace_period} is longer than --epochs {args.epochs}")
     if args.max_failures < 0:
         raise UsageError("--max-failures must be >= 0")
     if args.time_budget is not None and args.time_budget <= 0:

@@ -273,3 +273,16 @@ def test_budgeted_asha_promotes_at_most_its_share_then_only_new_leaders():
                           reduction_factor=4, num_samples=16, budget=1.5)
     assert [within.decide(f"t{i}", 1, 1.0 - 0.01 * i) for i in range(7)][-1] == "CONTINUE"  # mode min: lower wins
     assert within.decide("t7", 1, 0.945) == "STOP"
+
+
+def test_untested_ray_or_optuna_releases_are_named_in_one_line(monkeypatch):
+    import importlib.metadata
+
+    from search import cluster, layout
+
+    assert cluster.untested_versions() is None  # the installed ones are the tested ones
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "5.1.0" if n == "optuna" else real(n))
+    line = cluster.untested_versions()
+    assert line and "\n" not in line and "Optuna 5.1.0" in line and "Ray 2.60 and Optuna 5.0" in line
+    assert layout.TESTED_VERSIONS == {"ray": "2.60", "optuna": "5.0"}
