@@ -219,6 +219,17 @@ def test_report_renders_offline_in_a_browser_with_every_plot(finished):
         assert (exp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = yaml.safe_load((exp / "search.yaml").read_text())
     assert rungs(meta["max_t"], meta["grace_period"], meta["reduction_factor"]) == [1, 2]  # smoke: grace 1, rf 2
+    # whether early stopping could be trusted: one line per rung in the summary, the same in the report, and
+    # what importance.rung_trust computes from the exported tables
+    import html as html_lib
+
+    from search.importance import rung_trust
+
+    said = [ln[len("early stopping: "):] for ln in r.stdout.splitlines() if ln.startswith("early stopping: ")]
+    expected = rung_trust(pd.read_parquet(exp / "trials.parquet"), pd.read_csv(exp / "curves.csv"), [1, 2],
+                          meta["max_t"])
+    assert said == [row["advice"] for row in expected] and len(said) == 2
+    assert "Could early stopping be trusted?" in html and all(html_lib.escape(s) in html for s in said)
     table = pd.read_parquet(exp / "trials.parquet")
     with browser.page(1200, 900) as page:
         page.goto((exp / "report.html").as_uri())

@@ -39,15 +39,15 @@ METHODS = {
 
 
 def stock(p, n):
-    """What a user writes from Ray's docs: OptunaSearch on the define-by-run space, the same ASHA."""
+    """What a user writes from Ray's docs: OptunaSearch on the define-by-run space and ASHAScheduler with Ray's
+    defaults (grace 1, reduction 4), from the same first trial as birdtune (the space's base config)."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     spec = p.spec
-    searcher = OptunaSearch(space=p.space.define, metric=spaces.METRIC, mode=spaces.MODE, seed=spec.seed)
-    scheduler = ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE,
-                              max_t=spec.max_t, grace_period=spec.grace_period,
-                              reduction_factor=spec.reduction_factor)
+    searcher = OptunaSearch(space=p.space.define, metric=spaces.METRIC, mode=spaces.MODE, seed=spec.seed,
+                            points_to_evaluate=[dict(x) for x in p.space.points])
+    scheduler = ASHAScheduler(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE, max_t=spec.max_t)
     return searcher, None, scheduler
 
 
@@ -110,7 +110,8 @@ def main() -> int:
     med = df.groupby("method", sort=False)[["best_cmap", "held_out", "trial_epochs", "wall_s"]].median()
     a = med.loc["a"] if "a" in med.index else None
     print(f"\n{args.space} space on the {args.size} demo data: {trials} trials of up to {base.epochs} epochs "
-          f"(ASHA grace {base.grace_period}, reduction {base.reduction_factor}), seeds 0..{args.seeds - 1}, "
+          f"(birdtune: ASHA grace {base.grace_period}, reduction {base.reduction_factor}; stock: Ray's defaults), "
+          f"seeds 0..{args.seeds - 1}, "
           f"{os.cpu_count()} CPUs; medians over seeds, ratios to (a)\n")
     print(f"{'method':<40} {'best cmAP':>9} {'x(a)':>6} {'held-out':>9} {'x(a)':>6} {'trial-ep':>8} {'x(a)':>6} "
           f"{'wall s':>7} {'x(a)':>6}")
