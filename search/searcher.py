@@ -327,9 +327,9 @@ class BudgetedASHA(FIFOScheduler):
     Asynchronous ASHA lets the first arrivals at a rung through (the first always, the second if it beats
     the first, ...), and a model-based searcher's later trials keep beating the early ones, so a search of
     16 trials let 40-48 % of full-length random search's epochs through. With the budget, rung k (from 0)
-    promotes at most ceil(ASHA_BUDGET x num_samples / rf^(k+1)) trials, 2.5 x the share synchronous successive
-    halving would promote; past that only a trial that beats every score recorded at the rung goes on, so an exceptional
-    late trial is never cut. Uses only Ray's public TrialScheduler interface."""
+    promotes at most ceil(ASHA_BUDGET x num_samples / rf^(k+1)) trials, 2.5 x the share synchronous
+    successive halving would promote; past that only a trial that beats every score recorded at the rung
+    goes on, so an exceptional late trial is never cut. Uses only Ray's public TrialScheduler interface."""
 
     def __init__(self, *, time_attr: str, metric: str, mode: str, max_t: int, grace_period: int,
                  reduction_factor: int, num_samples: int | None = None, budget: float = ASHA_BUDGET):
@@ -340,8 +340,8 @@ class BudgetedASHA(FIFOScheduler):
         self._rungs = asha_rungs(max_t, grace_period, reduction_factor)[:-1]
         self._recorded: dict[int, dict[str, float]] = {r: {} for r in self._rungs}
         self._promoted = {r: 0 for r in self._rungs}
-        self._cap = ({r: math.ceil(budget * num_samples / reduction_factor ** (i + 1)) for i, r in enumerate(self._rungs)}
-                     if num_samples and budget else {})
+        self._cap = ({r: math.ceil(budget * num_samples / reduction_factor ** (i + 1))
+                      for i, r in enumerate(self._rungs)} if num_samples and budget else {})
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
@@ -355,9 +355,10 @@ class BudgetedASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE  # not at a new rung: the decision there was made
         v = self._sign * float(value)
         before = list(self._recorded[rung].values())
-        go = not before or v >= float(np.nanpercentile(before, (1 - 1 / self._rf) * 100))
+        # as Ray: stopped only if below the cutoff (a NaN score is never below it)
+        go = not before or not v < float(np.nanpercentile(before, (1 - 1 / self._rf) * 100))
         if go and rung in self._cap and self._promoted[rung] >= self._cap[rung]:
-            go = v > max(before)  # the budget is spent: only a new leader goes on
+            go = v > float(np.nanmax(before))  # the budget is spent: only a new leader goes on
         self._recorded[rung][trial_id] = v
         self._promoted[rung] += go
         return TrialScheduler.CONTINUE if go else TrialScheduler.STOP

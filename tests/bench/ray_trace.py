@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -59,16 +60,19 @@ def main() -> int:
                                reduction_factor=space.reduction_factor, num_samples=args.trials)
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     trainable = tune.with_parameters(curve_trainable, task=args.task, lcbench_dir=args.lcbench_dir)
-    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                                              num_samples=args.trials, max_concurrent_trials=1),
-                       run_config=tune.RunConfig(name=f"trace-{args.task}-{args.seed}", storage_path=args.storage or tempfile.mkdtemp(prefix="birdtune-trace-"),
-                                                 verbose=0))
+    storage = args.storage or tempfile.mkdtemp(prefix="birdtune-trace-")
+    run = tune.RunConfig(name=f"trace-{args.task}-{args.seed}", verbose=0, storage_path=storage)
+    tuner = tune.Tuner(trainable, run_config=run,
+                       tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.trials,
+                                                   max_concurrent_trials=1))
     grid = tuner.fit()
     rows = []
     for r in grid:  # Ray's trial folders carry the trial's number in creation order: <name>_<id>_<n>_<params>
         n = int(re.search(r"_[0-9a-f]{8}_(\d+)_", os.path.basename(r.path)).group(1))
         rows.append((n, dict(config=r.config, epochs=int(r.metrics_dataframe["epoch"].max()))))
     print("TRACE " + json.dumps([row for _, row in sorted(rows, key=lambda x: x[0])]))
+    if not args.storage:
+        shutil.rmtree(storage, ignore_errors=True)
     return 0
 
 
