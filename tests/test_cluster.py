@@ -92,12 +92,17 @@ def cluster(s3):
 
 
 def node_ids(s3, prefix: str) -> dict[str, set[str]]:
-    """trial folder -> the node ids its results came from (result.json in the bucket)."""
+    """trial folder -> the node ids its results came from (result.json in the bucket). While the search runs,
+    Ray may have uploaded a trial's result.json before its first line: such a file has no ids yet."""
     out = {}
     for key in s3.keys(prefix):
         if key.endswith("/result.json"):
-            rows = pd.read_json(io.BytesIO(s3.read(key)), lines=True)
-            out[key.split("/")[-2]] = set(rows["node_id"])
+            try:
+                rows = pd.read_json(io.BytesIO(s3.read(key)), lines=True)
+            except ValueError:  # a line cut off mid-upload
+                continue
+            if "node_id" in rows:
+                out[key.split("/")[-2]] = set(rows["node_id"].dropna())
     return out
 
 
