@@ -379,7 +379,7 @@ def replay(scheduler: BudgetedASHA, logged: list[dict[str, Any]]) -> dict[str, i
     stopped: dict[str, int] = {}
     for r in logged:
         tid = r["trial_id"]
-        if tid not in stopped and BudgetedASHA.decide(scheduler, tid, int(r["epoch"]), r["cmap"]) == TrialScheduler.STOP:
+        if tid not in stopped and scheduler.decide(tid, int(r["epoch"]), r["cmap"]) == TrialScheduler.STOP:
             stopped[tid] = int(r["epoch"])
     return stopped
 
