@@ -50,8 +50,10 @@ def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame
         if storage.exists(storage.join(exp, layout.REVALIDATE_DIR, "tuner.pkl")) else None
     runs = results.revalidation_table(sub, spec.metric, spec.max_t)
     rank = revalidate.ranking(runs, spec.revalidate_folds) if runs is not None else None
+    trust = importance.rung_trust(table, curves, report.rungs(spec.max_t, spec.grace_period, spec.reduction_factor,
+                                                               spec.scheduler), spec.max_t)
     return Outcome(exp, spec, table, curves, imp, runs, rank, _choose(spec, table, found, runs, rank, sub),
-                   cut_trials(exp))
+                   cut_trials(exp), trust)
 
 
 def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Best | None:

@@ -126,10 +126,7 @@ def _table_html(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _trust_html(out: Outcome, rung_epochs: list[int]) -> str:
-    from search.importance import rung_trust
-
-    rows = rung_trust(out.table, out.curves, rung_epochs, out.spec.max_t)
+def _trust_html(rows: list[dict]) -> str:
     if not rows:
         return "<p>no early stopping in this search (no ASHA rungs, or no results yet)</p>"
     return ("<p>Kendall's tau between each trial's best score up to a rung and its final best score, over the "
@@ -178,7 +175,7 @@ def render(out: Outcome) -> dict[str, bytes]:
         f"<p>{c['trial_epochs']} trial-epochs and {c['hours']:.2f} {c['unit']} hours; every trial at full length "
         f"(a grid of the same {c['trials']} configs) would have cost {c['full_epochs']} trial-epochs and about "
         f"{c['full_hours']:.2f} {c['unit']} hours: {100 * c['saved']:.0f}% saved by early stopping.</p>",
-        "<h2>Could early stopping be trusted?</h2>", _trust_html(out, rung_epochs),
+        "<h2>Could early stopping be trusted?</h2>", _trust_html(out.trust),
         "<h2>Plots</h2>", img,
         "<h2>Top trials</h2>", _table_html(top),
     ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,7 @@ class Outcome:
     ranking: pd.DataFrame | None  # candidates by mean cmAP over the re-validation folds
     best: Best | None
     cut: frozenset[str] = frozenset()  # trials the search ended around (time budget, Ctrl-C)
+    trust: list = field(default_factory=list)  # importance.rung_trust: did each rung's ranks hold
 
     @property
     def counts(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from search import cli, cluster, export, layout, plan, report, revalidate, storage, tuning
+from search import cli, cluster, export, layout, plan, revalidate, storage, tuning
 from search.results import Outcome
 from search.trainable import TrialHooks
 
@@ -123,12 +123,8 @@ def print_summary(out: Outcome, seconds: float) -> None:
                    "--out submission.csv)" if spec.spectrogram and not storage.is_uri(best_dir) else "")
         print(f"exported: {config} (retrain: python -m core.train --config {storage.shell(config)}), "
               f"{storage.join(best_dir, 'model.pt')}{predict}, trials.parquet, trials.csv")
-    if spec.scheduler == "asha":
-        from search.importance import rung_trust
-
-        for row in rung_trust(table, out.curves, report.rungs(spec.max_t, spec.grace_period, spec.reduction_factor),
-                              spec.max_t):
-            print(f"early stopping: {row['advice']}")
+    for row in out.trust:
+        print(f"early stopping: {row['advice']}")
     print(f"report: {storage.join(out.exp, layout.REPORT)}")
 
 
