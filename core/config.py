@@ -61,7 +61,8 @@ class TrainConfig:
     amp: str = "auto"  # 'auto' (fp16 on CUDA, fp32 on CPU) | 'fp16' | 'bf16' | 'off'
     deterministic: bool = False  # deterministic cuDNN kernels (no cudnn.benchmark)
     num_workers: int = 0  # DataLoader worker processes
-    memory_limit_gb: float = 16.0  # decoded images above this size are read from disk per batch (0 = no limit)
+    image_cache: str = "auto"  # decoded images kept in a file: 'auto' (beside the CSV, else ~/.cache/birdtune) | a folder | 'off'
+    memory_limit_gb: float = 16.0  # without an image cache: images above this size are read from disk per batch (0 = no limit)
     channels_last: bool = True  # NHWC activations and weights: faster convolutions on GPUs and oneDNN CPUs
     compile: bool = False  # torch.compile the model (CUDA: faster steps after a compile of a minute or so)
     seed: int = 123  # the notebook's seed_everything(123)

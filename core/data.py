@@ -1,7 +1,10 @@
-"""The notebook's CSV read and validated, its per-class resampling, images decoded once, and the datasets."""
+"""The notebook's CSV read and validated, its per-class resampling, images decoded once (kept in the node's
+image cache file, core.imagecache), and the datasets."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+from core import imagecache
 
 REQUIRED_COLUMNS = ("image_path", "label", "fold")  # label_name and group are optional
 DATASET_FILE = "prepare.yaml"  # written by core.prepare beside train.csv: spectrogram settings and class names
@@ -244,43 +249,133 @@ class LazyImages:
 
 @dataclass
 class DecodedData:
-    """A validated table and its images, decoded once (or read lazily above the memory limit);
-    what a search shares with every trial."""
+    """A validated table and its images: mapped from the node's image cache file (the usual case), held in
+    memory (no folder could hold a cache), or read lazily from the image files (neither). What a search
+    shares with every trial: pickled, it carries the table and the cache's identity, never the images;
+    each process maps the file of its own node (checked, built, or copied there if that node lacks it)."""
 
     table: pd.DataFrame  # path, label, fold, label_name, group; row i is images[i]
-    images: np.ndarray | LazyImages  # (N, H, W) uint8
+    images: np.ndarray | LazyImages | None  # (N, H, W) uint8; None: this node has no cache yet (see missing)
     num_classes: int
     img_size: int
     csv: str
+    cache: imagecache.CacheRef | None = None  # the array file images map, if any
+    how: str = "memory"  # 'reused' | 'built' (a cache file) | 'memory' | 'lazy' | 'copied' (from another node)
+    where: str = "auto"  # TrainConfig.image_cache: where caches may go
+    note: str = ""  # why no cache was used, or which caches a new one replaced
+    seconds: float = 0.0  # spent getting the images ready (decoding, or checking a cache)
+    missing: str = ""  # why images is None on this node
 
     @property
     def nbytes(self) -> int:
-        return int(self.images.nbytes)
+        """Bytes of decoded images this process holds privately (0 for a mapped cache or lazy reads)."""
+        return 0 if self.cache is not None or self.images is None else int(self.images.nbytes)
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes the decoded images take (N x H x W), wherever they live."""
+        return int(np.prod(self.shape))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.cache.shape) if self.cache is not None else tuple(self.images.shape)
 
     @property
     def lazy(self) -> bool:
         return isinstance(self.images, LazyImages)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.cache is not None:
+            state["images"] = None  # each process maps its node's file: the images never travel
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.cache is not None:
+            self.attach()
+
+    def attach(self) -> None:
+        """Map this node's copy of the cache: the same file if unchanged, else one found by key in this
+        node's folders, else one built here from the image files; if the images are not here either,
+        `images` stays None and `missing` says so (a search copies the file from the driver's node)."""
+        ref = self.cache
+        try:
+            if imagecache.still_whole(ref):
+                self.images = imagecache.open_images(ref)
+                return
+            found = imagecache.find(self.csv, ref.key, self.where)
+            if found is None:
+                paths = self.table["path"].tolist()
+                absent = [p for p in paths if not os.path.isfile(p)]
+                if absent:
+                    self.images, self.missing = None, (
+                        f"{socket.gethostname()} has no image cache {Path(ref.path).name} and lacks "
+                        f"{len(absent)} of the images ({_first(absent, 1)})")
+                    return
+                found, _ = imagecache.build(self.csv, paths, self.img_size, ref.key,
+                                            lambda p: decode_image(p, self.img_size), ref.shape[1:],
+                                            _refuse_bad(self.img_size, ref.shape[1:]), self.where)
+            self.cache, self.images = found, imagecache.open_images(found)
+        except (OSError, DataError) as e:
+            self.images, self.missing = None, f"{socket.gethostname()}: image cache unusable: {e}"
+
+
+def _refuse_bad(img_size: int, hw: tuple[int, int]) -> Callable[[list[str], list], None]:
+    def refuse(broken: list[str], wrong: list[tuple[str, tuple]]) -> None:
+        if broken:
+            raise DataError(f"{len(broken)} image(s) could not be decoded: {_first(broken)}")
+        shapes = sorted({hw, *(s for _, s in wrong)})
+        raise DataError(
+            f"images differ in size after resizing to {img_size} px ({_first(shapes)}), e.g. "
+            f"{_first(p for p, _ in wrong)}; cut spectrograms into chunks of one duration")
+    return refuse
+
 
 def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bool = False,
-              memory_limit_gb: float = 0.0) -> DecodedData:
-    """Decode every image of the CSV into one shared array; when that array would exceed
-    memory_limit_gb (> 0), read images from disk on access instead of failing for lack of memory."""
+              memory_limit_gb: float = 0.0, image_cache: str = "auto", fold: int | None = None) -> DecodedData:
+    """The CSV's table and its images decoded once into the node's image cache file (core.imagecache),
+    or found there whole from an earlier run. Where no folder can hold a cache (or image_cache='off'),
+    images are decoded into memory, or, above memory_limit_gb (> 0), read from disk on access. With
+    `fold`, a fold that cannot validate is refused before anything is decoded."""
+    t0 = time.perf_counter()
     table, num_classes = read_table(csv, num_classes)
+    if fold is not None:
+        split_folds(table, fold)
     paths = table["path"].tolist()
-    keep = ["path", "image_path", "label", "fold", "label_name", "group"]
-    if memory_limit_gb > 0 and paths:
-        first = decode_image(paths[0], img_size)
-        if first is None:
-            raise DataError(f"1 image(s) could not be decoded: {paths[0]}")
-        if len(paths) * first.size > memory_limit_gb * 1e9:
-            missing = [p for p in paths if not os.path.isfile(p)]
-            if missing:
-                raise DataError(f"{len(missing)} image(s) could not be decoded: {_first(missing)}")
-            images = LazyImages(paths, img_size, first.shape)
-            return DecodedData(table[keep], images, num_classes, img_size, str(Path(csv).resolve()))
-    images = decode_images(paths, img_size, progress=progress)
-    return DecodedData(table[keep], images, num_classes, img_size, str(Path(csv).resolve()))
+    table = table[["path", "image_path", "label", "fold", "label_name", "group"]]
+    source = str(Path(csv).resolve())
+
+    def done(images, **kw) -> DecodedData:
+        return DecodedData(table, images, num_classes, img_size, source, where=image_cache,
+                           seconds=time.perf_counter() - t0, **kw)
+
+    first = decode_image(paths[0], img_size)
+    if first is None:
+        raise DataError(f"1 image(s) could not be decoded: {paths[0]}")
+    note = ""
+    if image_cache != "off":
+        key = imagecache.cache_key(csv, paths, img_size)
+        ref = imagecache.find(csv, key, image_cache)
+        if ref is not None:
+            return done(imagecache.open_images(ref), cache=ref, how="reused")
+        try:
+            ref, replaced = imagecache.build(csv, paths, img_size, key, lambda p: decode_image(p, img_size),
+                                             first.shape, _refuse_bad(img_size, first.shape), image_cache, progress)
+            if replaced is None:  # another process built it while this one waited
+                return done(imagecache.open_images(ref), cache=ref, how="reused")
+            note = f"replaced {len(replaced)} older cache(s) of this CSV" if replaced else ""
+            return done(imagecache.open_images(ref), cache=ref, how="built", note=note)
+        except imagecache.CacheError as e:
+            note = f"no folder could hold an image cache: {e}"
+    else:
+        note = "image_cache=off"
+    if memory_limit_gb > 0 and len(paths) * first.size > memory_limit_gb * 1e9:
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise DataError(f"{len(missing)} image(s) could not be decoded: {_first(missing)}")
+        return done(LazyImages(paths, img_size, first.shape), how="lazy", note=note)
+    return done(decode_images(paths, img_size, progress=progress), how="memory", note=note)
 
 
 # ---------------------------------------------------------------------------------------------

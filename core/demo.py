@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from core.imagecache import cache_root
+
 VERSION = 1  # bump when the generator changes: caches are keyed by it
 
 
@@ -38,10 +40,6 @@ SIZES = {
 # A CPU-sized stand-in for the notebook's EfficientNet-B0, used wherever csv is empty.
 DEMO_MODEL = dict(model_name="test_efficientnet", pretrained=False, batch_size=32, eval_batch_size=128)
 KINDS = ("whistle", "sweep", "trill", "harmonic")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BIRDTUNE_CACHE", Path.home() / ".cache" / "birdtune"))
 
 
 def demo_dir(size: str = "default") -> Path:

@@ -130,7 +130,9 @@ def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = 
         if not cfg.csv:
             raise DataError("csv is empty; give a CSV path (core.train and search.run fill in the demo data)")
         data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=progress,
-                         memory_limit_gb=cfg.memory_limit_gb)
+                         memory_limit_gb=cfg.memory_limit_gb, image_cache=cfg.image_cache)
+    if data.images is None:
+        raise DataError(data.missing)
     if data.img_size != cfg.img_size:
         raise ConfigError(f"img_size={cfg.img_size} but the shared images were decoded at {data.img_size} px")
     num_classes = cfg.num_classes or data.num_classes

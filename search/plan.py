@@ -7,7 +7,6 @@ import dataclasses
 import os
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 import spaces
 from core.checkpoint import CheckpointError
 from core.config import ConfigError, TrainConfig, parse_set
-from core.data import DataError, DecodedData, class_names, dataset_info, load_data, read_table, split_folds
+from core.data import DataError, DecodedData, class_names, dataset_info, load_data, read_table
 from core.model import ModelError
 from search import layout, storage
 from search.cli import SPEC_FLAGS
@@ -396,16 +395,32 @@ def check_model(cfg: TrainConfig) -> None:
 
 
 def load(cfg: TrainConfig) -> DecodedData:
-    """Every image decoded once (what all trials share), with a line saying what it costs."""
-    t0 = time.perf_counter()
-    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True, memory_limit_gb=cfg.memory_limit_gb)
-    split_folds(data.table, cfg.fold)
-    if data.lazy:
-        h, w = data.images.shape[1:]
-        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) would take "
-              f"{len(data.table) * h * w / 1e9:.1f} GB decoded, above memory_limit_gb={cfg.memory_limit_gb:g}: "
-              "every trial reads them from disk per batch (slower; raise the limit if memory allows)")
-    else:
-        print(f"birdtune: {len(data.table)} images ({data.num_classes} classes) decoded once into "
-              f"{data.nbytes / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s; shared with every trial")
+    """Every image decoded once into the node's image cache (or found there whole), with a line saying
+    how big the images are, where they live and what getting them ready cost."""
+    data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True, memory_limit_gb=cfg.memory_limit_gb,
+                     image_cache=cfg.image_cache, fold=cfg.fold)
+    print(describe(data, cfg.memory_limit_gb))
     return data
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def describe(data: DecodedData, memory_limit_gb: float) -> str:
+    """The start-up line on the images: how many, their decoded size, where they live, what it cost."""
+    n, size, s = f"{len(data.table)} images ({data.num_classes} classes)", _size(data.data_bytes), data.seconds
+    note = f"; {data.note}" if data.note else ""
+    if data.how in ("built", "reused"):
+        done = (f"reused the image cache {data.cache.path} (checked in {s:.1f} s, nothing decoded)"
+                if data.how == "reused" else f"decoded in {s:.1f} s into the image cache {data.cache.path}")
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        fits = ("" if data.data_bytes < 0.8 * ram else
+                f"; larger than most of this machine's {_size(ram)} of memory: batches read from disk as needed")
+        return (f"birdtune: {n}, {size} decoded: {done}, mapped read-only by every trial "
+                f"(one copy per node in the page cache, kept for the next search){fits}{note}")
+    if data.how == "lazy":
+        return (f"birdtune: {n} would take {size} decoded, above memory_limit_gb={memory_limit_gb:g}, and no image "
+                f"cache is used ({data.note}): every trial reads them from the image files per batch (slower)")
+    return (f"birdtune: {n} decoded into memory, {size} in {s:.1f} s, copied to every node through Ray's object "
+            f"store (no image cache: {data.note})")

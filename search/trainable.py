@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from core.config import TrainConfig
+from core import imagecache
 from core.data import DecodedData
 from core.engine import Report, fit
 from core.losses import build_loss
@@ -26,12 +27,46 @@ class TrialHooks:
     wrap_report: Callable[[dict[str, Any], Report], Report] | None = None
 
 
+def _read_part(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+def copy_images(data: DecodedData, node: str) -> None:
+    """Copy the image cache from `node` (Ray tasks pinned there read it in blocks) into this node's first
+    usable cache folder, checked against its checksum, and map it; on failure `data.missing` says why."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ref = data.cache
+    reader = ray.remote(num_cpus=0)(_read_part).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+    record = {"csv": data.csv, "img_size": data.img_size, "images": ref.shape[0], "copied_from": ref.host}
+    errors = []
+    for folder in imagecache.folders(data.csv, data.where):
+        try:
+            got = imagecache.copy_from(lambda off, n: ray.get(reader.remote(ref.path, off, n)), ref, folder, record)
+        except OSError as e:
+            errors.append(str(e))
+            continue
+        data.cache, data.images, data.how, data.missing = got, imagecache.open_images(got), "copied", ""
+        print(f"birdtune: copied the image cache ({ref.nbytes / 1e6:.1f} MB) from {ref.host} to {got.path}", flush=True)
+        return
+    data.missing += f"; copying it from {ref.host} failed: {'; '.join(errors)}"
+
+
 def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float,
-                hooks: TrialHooks | None = None) -> None:
-    """Train one trial. `data` arrives once per node through the object store (tune.with_parameters);
-    `base` is the search's resolved TrainConfig, onto which the trial's searched values go."""
+                hooks: TrialHooks | None = None, data_node: str = "") -> None:
+    """Train one trial. `data` arrives through the object store (tune.with_parameters) as its table and
+    its image cache's identity; the images are this node's cache file, mapped (copied from `data_node`,
+    the driver's node, where this node has neither the cache nor the image files). `base` is the search's
+    resolved TrainConfig, onto which the trial's searched values go."""
     import ray  # here, not above: TrialHooks is imported by search.run, which loads no Ray
     from ray import tune
+
+    if data.images is None and data.cache is not None and data_node:
+        copy_images(data, data_node)
 
     if "revalidate" in config:  # a re-validation run: a chosen trial's values, on another validation fold
         item = config["revalidate"]

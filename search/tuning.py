@@ -26,9 +26,13 @@ def trainable(plan: Plan, hooks: TrialHooks | None = None):
 
     from search.trainable import train_trial
 
+    import ray
+
     spec = plan.spec
+    data_node = ray.get_runtime_context().get_node_id() if plan.data.cache is not None else ""
     return tune.with_resources(
-        tune.with_parameters(train_trial, data=plan.data, base=spec.base, cpus=spec.cpus_per_trial, hooks=hooks),
+        tune.with_parameters(train_trial, data=plan.data, base=spec.base, cpus=spec.cpus_per_trial, hooks=hooks,
+                             data_node=data_node),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 

@@ -166,15 +166,19 @@ def test_cuda_fp16_amp_step_and_resume(tiny_cfg, tiny_data, tmp_path):
     assert again["epochs_run"] == 3
 
 
-def test_above_the_memory_limit_images_are_read_from_disk_with_the_same_result(tiny_cfg, tiny_data, tmp_path):
+def test_without_a_cache_above_the_memory_limit_images_are_read_from_disk_with_the_same_result(
+        tiny_cfg, tiny_data, tmp_path):
     from core.data import LazyImages
 
-    lazy = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1e-6)  # 1 kB: far below the tiny set
+    assert tiny_data.how in ("built", "reused") and tiny_data.nbytes == 0  # mapped from the cache file
+    # 1 kB: far below the tiny set
+    lazy = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1e-6, image_cache="off")
     assert isinstance(lazy.images, LazyImages) and lazy.nbytes == 0 and lazy.images.shape == tiny_data.images.shape
     np.testing.assert_array_equal(lazy.images[[5, 0, 5]], tiny_data.images[[5, 0, 5]])
     np.testing.assert_array_equal(lazy.images[np.int64(3)], tiny_data.images[3])
-    eager = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1.0)
-    assert not eager.lazy and eager.nbytes == tiny_data.images.nbytes
+    eager = load_data(tiny_cfg.csv, tiny_cfg.img_size, memory_limit_gb=1.0, image_cache="off")
+    assert eager.how == "memory" and eager.nbytes == tiny_data.images.nbytes == eager.data_bytes
+    np.testing.assert_array_equal(eager.images, tiny_data.images)  # the cache holds exactly what decoding gives
     a = engine.fit(tiny_cfg.replace(epochs=1, out_dir=str(tmp_path / "a")), None, data=tiny_data)
     b = engine.fit(tiny_cfg.replace(epochs=1, out_dir=str(tmp_path / "b")), None, data=lazy)
     assert a["history"][0]["cmap"] == b["history"][0]["cmap"]
