@@ -119,14 +119,22 @@ def _integer_column(col: pd.Series, name: str, csv: Path) -> pd.Series:
 
 
 def resolve_paths(raw: pd.Series, csv_dir: Path) -> list[str]:
-    """Absolute path for each entry ('' where the file exists in neither place)."""
-    cwd = Path.cwd()
+    """Absolute path for each entry ('' where the file exists in neither place), its folder's symlinks
+    resolved (once per folder: a BirdCLEF CSV has 100,000s of rows in a few hundred folders)."""
+    cwd, base = os.getcwd(), os.path.abspath(csv_dir)
+    real: dict[str, str] = {}
     out = []
     for p in raw.astype(str):
         p = p.replace("\\", "/")
-        candidates = [Path(p)] if os.path.isabs(p) else [csv_dir / p, cwd / p]
-        found = next((c for c in candidates if c.is_file()), None)
-        out.append(str(found.resolve()) if found else "")
+        candidates = (p,) if os.path.isabs(p) else (os.path.join(base, p), os.path.join(cwd, p))
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            out.append("")
+            continue
+        folder, name = os.path.split(os.path.normpath(found))
+        if folder not in real:
+            real[folder] = os.path.realpath(folder)
+        out.append(os.path.join(real[folder], name))
     return out
 
 

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="experiment name (default <space>-<date>-<time>)")
     p.add_argument("--storage-path", default=layout.DEFAULT_STORAGE,
                    help="folder or URI (s3://, gs://, file://, NFS path)")
-    p.add_argument("--address", help="existing Ray cluster: auto, host:port or ray://host:port")
+    p.add_argument("--address", help="existing Ray cluster: auto or host:port (Ray Client, ray://, is refused)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name with Tuner.restore, as its search.yaml describes it")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")

@@ -277,9 +277,20 @@ def _options(args: argparse.Namespace, storage_path: str, name: str) -> RunOptio
 
 # --- the checks ---------------------------------------------------------------------------------
 def _resources(args: argparse.Namespace) -> tuple[int, float]:
-    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    """(CPUs, GPUs) per trial. Without --cpus-per-trial: 1 on CPUs; with GPUs, this machine's CPUs divided
+    among the trials its GPUs hold at once (4 CPUs each for 0.25 GPU on a 16-core one-GPU machine), so a GPU
+    trial gets DataLoader workers."""
     gpus = 0.0 if args.gpus_per_trial is None else args.gpus_per_trial
-    return int(cpus), gpus
+    if args.cpus_per_trial is not None:
+        return int(args.cpus_per_trial), gpus
+    return default_cpus(gpus, os.cpu_count() or 1, _local_gpus()), gpus
+
+
+def default_cpus(gpus_per_trial: float, cpus: int, gpus: int) -> int:
+    if gpus_per_trial <= 0 or gpus <= 0:
+        return 1
+    slots = max(1, int(gpus / gpus_per_trial + 1e-9))
+    return max(1, cpus // slots)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -333,10 +344,14 @@ def _check_dashboard_host(args: argparse.Namespace) -> None:
 def _probe_address(address: str) -> None:
     if address == "auto":
         return  # ray.init finds (or fails to find) the local cluster without waiting
+    if address.startswith("ray://"):
+        raise UsageError(f"--address {address}: Ray Client is not supported (a search's driver must run on a machine "
+                         "of the cluster: it writes the image cache and the Optuna study there); run search.run on "
+                         "the head node with --address HOST:6379, or submit it with `ray job submit`")
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise UsageError(f"--address must be auto, host:port or ray://host:port, got '{address}'")
+        raise UsageError(f"--address must be auto or host:port, got '{address}'")
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as e:

@@ -56,8 +56,17 @@ def copy_images(data: DecodedData, node: str) -> None:
     data.missing += f"; copying it from {ref.host} failed: {'; '.join(errors)}"
 
 
+def limit_gpu_share(gpus: float) -> bool:
+    """A trial packed onto a fractional GPU keeps to its share of the GPU's memory, so one trial's peak
+    cannot take its neighbours' memory (Ray shares the device, not its memory). True if a limit was set."""
+    if not 0 < gpus < 1 or not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(gpus, 0)  # Ray made the trial's GPU device 0
+    return True
+
+
 def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, Any], cpus: float,
-                hooks: TrialHooks | None = None, data_node: str = "") -> None:
+                hooks: TrialHooks | None = None, data_node: str = "", gpus: float = 0.0) -> None:
     """Train one trial. `data` arrives through the object store (tune.with_parameters) as its table and
     its image cache's identity; the images are this node's cache file, mapped (copied from `data_node`,
     the driver's node, where this node has neither the cache nor the image files). `base` is the search's
@@ -72,6 +81,7 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
         item = config["revalidate"]
         config = {**item["params"], "fold": int(item["fold"])}
     threads = max(1, int(cpus))
+    limit_gpu_share(gpus)
     torch.set_num_threads(threads)  # one trial must not take the cores of its neighbours
     work = tempfile.mkdtemp(prefix="birdtune-trial-")
     try:

@@ -32,7 +32,7 @@ def trainable(plan: Plan, hooks: TrialHooks | None = None):
     data_node = ray.get_runtime_context().get_node_id() if plan.data.cache is not None else ""
     return tune.with_resources(
         tune.with_parameters(train_trial, data=plan.data, base=spec.base, cpus=spec.cpus_per_trial, hooks=hooks,
-                             data_node=data_node),
+                             data_node=data_node, gpus=spec.gpus_per_trial),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
