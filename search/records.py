@@ -11,7 +11,7 @@ import time
 import pyarrow.fs as pafs
 from ray import tune
 
-from search import layout, storage
+from search import internals, layout, storage
 
 
 class CutTrials(tune.Callback):
@@ -134,20 +134,16 @@ class RepairCheckpoints(tune.Callback):
                 continue
             # Ray offers no public way to change a restored trial's checkpoints: its manager's records are
             # what TuneController reads to restore it, and what it deletes once newer ones come
-            manager = trial.run_metadata.checkpoint_manager
-            manager._checkpoint_results = [r for r in manager._checkpoint_results if _exists(r.checkpoint)]
+            internals.set_checkpoints(trial, [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)])
             if _exists(trial.checkpoint):
                 continue
             newest = self._newest(trial)
-            manager._latest_checkpoint_result = newest
-            manager._checkpoint_results = [newest] if newest else []
+            internals.set_checkpoints(trial, [newest] if newest else [], newest, set_latest=True)
 
     @staticmethod
     def _newest(trial):
         """The checkpoint the trial's last result in storage names (result.json: what the search will show
         as done), else its newest checkpoint folder; with the result that goes with it."""
-        from ray.train._internal.session import _TrainingResult
-
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
         found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder))
                             if (m := re.search(r"checkpoint_(\d+)$", info.path))))
@@ -164,8 +160,8 @@ class RepairCheckpoints(tune.Callback):
         index = int(last["checkpoint_dir_name"].rsplit("_", 1)[1]) if last else None
         if index not in found:
             index, last = max(found), {}
-        return _TrainingResult(checkpoint=tune.Checkpoint(path=found[index], filesystem=fs),
-                               metrics=last or dict(trial.last_result or {}))
+        return internals.training_result(tune.Checkpoint(path=found[index], filesystem=fs),
+                                         last or dict(trial.last_result or {}))
 
 
 def _exists(checkpoint) -> bool:

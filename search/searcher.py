@@ -27,7 +27,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
-from search import results
+from search import internals, results
 from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS, asha_rungs
 
 DEFAULT = DEFAULT_SEARCHER
@@ -50,13 +50,13 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._diverged: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict | None:
-        if trial_id not in self._ot_trials and getattr(self, "_orphans", None):
+        if trial_id not in internals.ot_trials(self) and getattr(self, "_orphans", None):
             # asked for after the last saved searcher state, then the driver died: reuse, do not add
-            self._ot_trials[trial_id] = self._orphans.pop(0)
+            internals.ot_trials(self)[trial_id] = self._orphans.pop(0)
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in internals.completed(self) or trial_id not in internals.ot_trials(self):
             return
         epoch = int(result.get(self._time_attr, 0))
         self._last_epoch[trial_id] = max(epoch, self._last_epoch.get(trial_id, 0))
@@ -66,16 +66,16 @@ class AshaAwareOptunaSearch(OptunaSearch):
         value = result.get(self.metric)
         if value is not None and epoch >= 1:
             # after a restart from a checkpoint an epoch may come again: Optuna keeps the first and warns
-            ot_trial = self._ot_trials[trial_id]
+            ot_trial = internals.ot_trials(self)[trial_id]
             if epoch not in self._intermediate(trial_id):
                 ot_trial.report(float(value), epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in internals.completed(self) or trial_id not in internals.ot_trials(self):
             return
         if result and not error:
             self.on_trial_result(trial_id, result)  # the final result may not have come through on_trial_result
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = internals.ot_trials(self)[trial_id]
         values = self._intermediate(trial_id)
         if error or trial_id in self._diverged:
             state, value = TrialState.FAIL, None
@@ -83,13 +83,13 @@ class AshaAwareOptunaSearch(OptunaSearch):
             state, value = TrialState.COMPLETE, max(values.values()) if self.mode == "max" else min(values.values())
         else:  # stopped by the scheduler (or the time budget) before max_t
             state, value = TrialState.PRUNED, None
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        frozen = internals.frozen(internals.ot_study(self), ot_trial)
         if frozen.state == TrialState.RUNNING:  # already told before a driver restart: do not count it twice
-            self._ot_study.tell(ot_trial, value, state=state)
-        self._completed_trials.add(trial_id)
+            internals.ot_study(self).tell(ot_trial, value, state=state)
+        internals.completed(self).add(trial_id)
 
     def _intermediate(self, trial_id: str) -> dict[int, float]:
-        return self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).intermediate_values
+        return internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id]).intermediate_values
 
     restore_study: str | None = None  # where a restored searcher's study is (tuning sets it on --resume)
 
@@ -114,16 +114,13 @@ class AshaAwareOptunaSearch(OptunaSearch):
         found = next((p for p in (self.restore_study, here) if p and os.path.isfile(p)), None)
         if self._db_path and found:
             self._db_path = here = found
-            self._storage = sqlite_storage(here)
-            self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage,
-                                               sampler=self._sampler)
-            self._ot_trials = {tid: optuna.Trial(self._ot_study, t._trial_id) for tid, t in self._ot_trials.items()}
+            internals.reopen_study(self, sqlite_storage(here))
         # Optuna trials asked for after that state was saved (a killed driver) are RUNNING in the study but
         # unknown to Tune: the next new trials take them over, so the study holds each trial once
-        known = {t._trial_id for t in self._ot_trials.values()}
-        self._orphans = [optuna.Trial(self._ot_study, t._trial_id)
-                         for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                         if t._trial_id not in known]
+        known = {internals.trial_id(t) for t in internals.ot_trials(self).values()}
+        self._orphans = [internals.bind_trial(internals.ot_study(self), internals.trial_id(t))
+                         for t in internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                         if internals.trial_id(t) not in known]
 
 
 class MultiFidelityTPE(AshaAwareOptunaSearch):
@@ -157,7 +154,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     def observe(self, trial_id: str, result: dict) -> None:
         """Record the trial's best score so far when it reaches a rung (also used to rebuild the rungs
         from an experiment's recorded results)."""
-        if trial_id not in self._ot_trials or result.get("status") == "diverged":
+        if trial_id not in internals.ot_trials(self) or result.get("status") == "diverged":
             return
         value, epoch = result.get(self.metric), int(result.get(self._time_attr, 0))
         if value is None or epoch < 1:
@@ -165,7 +162,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         best = max(float(value), self._best_so_far.get(trial_id, float("-inf")))
         self._best_so_far[trial_id] = best
         if epoch in self._obs and trial_id not in self._obs[epoch]:
-            params = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).params
+            params = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id]).params
             pending = self._pending.get(trial_id)
             if pending and pending[0] == epoch and epoch in self._models:
                 study, _ = self._model(epoch)  # (may rebuild it, which drops the placeholders)
@@ -193,11 +190,11 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
 
     # --- proposals -----------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
-        fresh = trial_id not in self._ot_trials and not getattr(self, "_orphans", None)
-        if fresh and not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        fresh = trial_id not in internals.ot_trials(self) and not getattr(self, "_orphans", None)
+        if fresh and not internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             proposal = self._propose(trial_id)
             if proposal is not None:
-                self._ot_study.enqueue_trial(proposal)  # the study's next ask() takes these values
+                internals.ot_study(self).enqueue_trial(proposal)  # the study's next ask() takes these values
         return super().suggest(trial_id)
 
     def _model(self, rung: int) -> tuple[optuna.Study, int]:
@@ -232,7 +229,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         if not hasattr(self, "_dists"):
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
             trial = study.ask()
-            self._space(trial)
+            internals.define_space(self, trial)
             self._dists = trial.distributions
         return self._dists
 
@@ -242,7 +239,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
             return None  # too few scores anywhere yet: the study's sampler decides
         study, _ = self._model(rung)
         trial = study.ask()
-        self._space(trial)
+        internals.define_space(self, trial)
         self._pending[trial_id] = (rung, trial.number)
         self._proposed += 1
         return dict(trial.params)

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pandas as pd
 
-from search import layout, revalidate, storage
+from search import internals, layout, revalidate, storage
 from search.cluster import Cluster
 from search.plan import Plan
 from search.trainable import TrialHooks
@@ -136,19 +136,15 @@ def upload_before_rewrite() -> None:
     upload fails ('Saving experiment state to storage ... failed', a pyarrow copy_files traceback; seen
     once in 14 searches, at the end). Waiting first removes the overlap; a failed upload is retried by the
     next, which copies everything again."""
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager as Manager
-
+    Manager = internals.experiment_state_manager()
     if getattr(Manager.sync_up_experiment_state, "_birdtune", False):
         return
     original = Manager.sync_up_experiment_state
 
     def sync_up_experiment_state(self, save_fn, force=False, wait=False):
-        import time
-
-        due = force or self._should_force_sync_up or time.monotonic() - self._last_save_time >= self._checkpoint_period
-        if due:  # (the condition Ray checks next): a save is coming, let the last upload finish first
+        if internals.upload_due(self, force):  # a save is coming (Ray's own condition): let the last upload end
             try:
-                self._storage.syncer.wait()
+                internals.wait_for_upload(self)
             except Exception:  # that upload failed: the one this save starts copies every file again
                 pass
         return original(self, save_fn, force=force, wait=wait)
@@ -161,6 +157,6 @@ def _this_run(tuner, config):
     """A restored Tuner with this run's callbacks, failure settings and verbosity: Ray restores the first
     run's RunConfig from tuner.pkl (its live view's clock and dashboard, its study path), and offers no
     public way to change it."""
-    restored = tuner._local_tuner._run_config
+    restored = internals.restored_run_config(tuner)
     restored.callbacks, restored.failure_config, restored.verbose = config.callbacks, config.failure_config, config.verbose
     return tuner

@@ -312,6 +312,9 @@ def main() -> int:
     print()
     for text, ok in checks:
         print(f"  {verdict(ok):6}  {text}")
+    # what the data itself adds: the same search on the small set has the same model, trials and driver
+    print(f"  {'info':6}  machine peak minus the baseline search's: {gb(peak - base['machine_peak'])} "
+          f"(the data's own cost; the rest is {args.trials} training processes and the driver)")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(windows=args.windows, classes=args.classes, data_bytes=data_bytes,
                                                    runs=runs, bad_flag=bad,
