@@ -124,7 +124,8 @@ def test_a_search_submitted_as_a_ray_job_with_token_auth(cluster, s3):
     anonymous["HOME"] = tempfile.mkdtemp()  # no ~/.ray/auth_token
     r = subprocess.run([RAY, "job", "list", "--address", f"http://127.0.0.1:{cluster.dashboard}"],
                        capture_output=True, text=True, env=anonymous, timeout=120)
-    assert r.returncode != 0 or "birdtune-job" not in r.stdout
+    assert r.returncode == 1 and "birdtune-job" not in r.stdout, r.stdout[-1000:]
+    assert "Authentication required: Unauthorized: Missing authentication token" in r.stderr, r.stderr[-1000:]
 
 
 def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path):
