@@ -345,9 +345,11 @@ def _probe_address(address: str) -> None:
     if address == "auto":
         return  # ray.init finds (or fails to find) the local cluster without waiting
     if address.startswith("ray://"):
-        raise UsageError(f"--address {address}: Ray Client is not supported (a search's driver must run on a machine "
-                         "of the cluster: it writes the image cache and the Optuna study there); run search.run on "
-                         "the head node with --address HOST:6379, or submit it with `ray job submit`")
+        raise UsageError(f"--address {address}: Ray Client is not supported (Ray documents that it may not work "
+                         "with Ray Tune, and a search's driver keeps its image cache and Optuna study on its own "
+                         "machine); submit the search as a Ray job (`ray job submit --address http://HEAD:8265 "
+                         "--working-dir . -- python -m search.run --address auto ...`) or run it on a cluster "
+                         "machine with --address HEAD:6379")
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
