@@ -19,6 +19,7 @@ import torch
 
 from core import audio, bundle
 from core.bundle import Bundle, BundleError
+from core.kaggle import KaggleError
 from core.data import resize_smallest
 from core.model import build_model
 
@@ -32,6 +33,9 @@ EXAMPLES = """examples:
   python -m core.predict --model results/<name>/best --audio test_soundscapes/ --out submission.csv
   python -m core.predict --model results/<name>/best --audio test_soundscapes/ --out submission.csv --backend onnx
   python -m core.predict --model results/<name>/best --export-onnx          # writes best/model.onnx only
+  python -m core.predict --model results/<name>/best --export-kaggle kaggle/  # wheel + model + README for Kaggle
+  python -m core.predict --model results/<name>/best-1 --model results/<name>/best-2 --audio test_soundscapes/ \
+      --out submission.csv                                                  # an ensemble: probabilities averaged
 """
 
 
@@ -102,6 +106,37 @@ class Predictor:
                 warnings.simplefilter("ignore")
                 self._traced = torch.jit.freeze(torch.jit.trace(self.model, example))
         return self._traced
+
+
+class Ensemble:
+    """Several predictors as one: the mean of their class probabilities. Every model must share the classes
+    (in order), the spectrogram settings and the image size, so one spectrogram image serves them all."""
+
+    def __init__(self, members: list[Predictor]):
+        first = members[0].bundle
+        for m in members[1:]:
+            b = m.bundle
+            if b.classes != first.classes:
+                raise PredictError(f"--model {b.folder} has other classes than --model {first.folder} "
+                                   f"({len(b.classes)} vs {len(first.classes)}, or another order): an ensemble "
+                                   "averages models of one class list")
+            if b.spectrogram != first.spectrogram or b.config.img_size != first.config.img_size:
+                raise PredictError(f"--model {b.folder} was trained on other spectrograms than --model {first.folder} "
+                                   f"({_differs(first, b)}): an ensemble needs one spectrogram setting")
+        self.members = members
+        self.bundle, self.device, self.threads = first, members[0].device, members[0].threads
+        self.batch_size = members[0].batch_size
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.mean([m(images) for m in self.members], axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _differs(a: Bundle, b: Bundle) -> str:
+    fields = [(k, v, b.spectrogram.to_dict().get(k)) for k, v in a.spectrogram.to_dict().items()
+              if b.spectrogram.to_dict().get(k) != v]
+    if a.config.img_size != b.config.img_size:
+        fields.append(("img_size", a.config.img_size, b.config.img_size))
+    return ", ".join(f"{k} {x} vs {y}" for k, x, y in fields)
 
 
 def export_onnx(model: torch.nn.Module, b: Bundle, path: Path) -> Path:
@@ -238,15 +273,27 @@ def run(args: argparse.Namespace) -> int:
         raise PredictError(f"--backend must be one of {', '.join(BACKENDS)}")
     if args.batch_size < 0:
         raise PredictError("--batch-size must be >= 1 (or 0 for the default)")
-    b = bundle.load(args.model)
+    bundles = [bundle.load(m) for m in args.model]
+    if args.export_kaggle:
+        from core import kaggle
+
+        written = kaggle.export(args.model, args.export_kaggle, args.kaggle_dataset, args.competition)
+        for path in written:
+            print(f"wrote {path} ({kaggle.size(path) / 1e6:.1f} MB)")
+        print(f"upload {args.export_kaggle} as the Kaggle dataset '{args.kaggle_dataset}'; its README.md has the "
+              "two notebook cells", flush=True)
+        if not args.audio:
+            return 0
     if args.export_onnx:
-        model = build_model(b.config.model_name, len(b.classes), pretrained=False)
-        model.load_state_dict(b.weights)
-        export_onnx(model, b, b.folder / ONNX_FILE)
+        for b in bundles:
+            model = build_model(b.config.model_name, len(b.classes), pretrained=False)
+            model.load_state_dict(b.weights)
+            export_onnx(model, b, b.folder / ONNX_FILE)
         if not args.audio:
             return 0
     if not args.audio or not args.out:
-        raise PredictError("--audio and --out are needed to predict (only --export-onnx works without them)")
+        raise PredictError("--audio and --out are needed to predict (only --export-onnx and --export-kaggle work "
+                           "without them)")
     if not Path(args.audio).exists():
         raise PredictError(f"--audio {args.audio} not found")
     paths = audio.find_audio(args.audio)
@@ -256,8 +303,12 @@ def run(args: argparse.Namespace) -> int:
     for p in paths:
         if stems.setdefault(p.stem, p) != p:
             raise PredictError(f"{stems[p.stem]} and {p} would give the same row ids ({p.stem}_5, ...); rename one")
-    predictor = Predictor(b, args.device, args.backend, args.threads)
-    print(f"birdtune: {len(paths)} file(s), {b.config.model_name} ({len(b.classes)} classes) on "
+    members = [Predictor(b, args.device, args.backend, args.threads) for b in bundles]
+    predictor = members[0] if len(members) == 1 else Ensemble(members)
+    b = predictor.bundle
+    models = (b.config.model_name if len(members) == 1 else
+              f"an ensemble of {len(members)} models ({', '.join(sorted({x.config.model_name for x in bundles}))})")
+    print(f"birdtune: {len(paths)} file(s), {models} ({len(b.classes)} classes) on "
           f"{predictor.device.type} with {args.backend} ({predictor.threads} threads)", flush=True)
     ids, probs, errors = predict(paths, predictor, args.batch_size, progress=not args.quiet)
     for path, reason in errors.items():
@@ -277,7 +328,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder: results/<name>/best (or a core.train out_dir)")
+    p.add_argument("--model", required=True, action="append",
+                   help="model folder: results/<name>/best (or a core.train out_dir); give it again for an ensemble "
+                        "(probabilities averaged; python -m search.export results/<name> --top K writes best-1..K)")
     p.add_argument("--audio", help="an audio file or a folder of them (test_soundscapes)")
     p.add_argument("--out", help="submission CSV to write (row_id, then one column per class)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
@@ -286,11 +339,16 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"windows per model call (default {DEFAULT_BATCH['cpu']} on the CPU, {DEFAULT_BATCH['cuda']} on CUDA)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: torch's, all cores)")
     p.add_argument("--export-onnx", action="store_true", help=f"write {ONNX_FILE} into the model folder")
+    p.add_argument("--export-kaggle", metavar="DIR",
+                   help="write DIR to upload as a Kaggle dataset: birdtune's wheel, the model folder(s) and a README "
+                        "with the notebook cells for an offline submission")
+    p.add_argument("--kaggle-dataset", default="birdtune-model", help="the dataset name the README's paths use")
+    p.add_argument("--competition", default="birdclef-2025", help="the competition folder the README's paths use")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         return run(args)
-    except (PredictError, BundleError) as e:
+    except (PredictError, BundleError, KaggleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -60,5 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--folds", metavar="F1,F2,...",
                    help="validation folds for --revalidate-top (default: the two folds after the search's fold)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a base TrainConfig field")
+    p.add_argument("--log-to", metavar="TARGETS",
+                   help="also log every trial to mlflow[=URI], tensorboard and/or wandb[=PROJECT], comma-separated "
+                        "(Ray Tune's logger callbacks; pip install -e '.[tracking]')")
     p.add_argument("--verbose", action="store_true", help="Ray's full trial tables and logs")
     return p.parse_args(argv)

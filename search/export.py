@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -96,14 +97,49 @@ def write(out: Outcome) -> None:
     if out.revalidation is not None:
         storage.write_text(storage.join(exp, layout.REVALIDATION), out.revalidation.to_csv(index=False))
     if out.best is not None:
-        storage.write_text(storage.join(exp, layout.BEST_DIR, bundle.CONFIG),
-                           out.best.header_text() + yaml.safe_dump(out.best_config(), sort_keys=False))
-        if out.best.checkpoint is not None:
-            _write_model(exp, out.best.checkpoint)
-        for name, data in bundle.extras(*_dataset(spec)).items():  # what predict needs besides the weights
-            storage.write_bytes(storage.join(exp, layout.BEST_DIR, name), data)
+        _write_bundle(exp, layout.BEST_DIR, out.best, out.best_config(), spec)
     for name, data in report.render(out).items():
         storage.write_bytes(storage.join(exp, name), data)
+
+
+def _write_bundle(exp: str, folder: str, best: Best, config: dict[str, Any], spec: SearchSpec) -> None:
+    """A model folder core.predict reads: config.yaml (with its header), model.pt, classes and spectrogram."""
+    storage.write_text(storage.join(exp, folder, bundle.CONFIG),
+                       best.header_text() + yaml.safe_dump(config, sort_keys=False))
+    if best.checkpoint is not None:
+        _write_model(exp, best.checkpoint, folder)
+    for name, data in bundle.extras(*_dataset(spec)).items():  # what predict needs besides the weights
+        storage.write_bytes(storage.join(exp, folder, name), data)
+
+
+def top_trials(out: Outcome, found, k: int) -> list[Best]:
+    """The k trials with the highest best-epoch cmAP (completed or stopped early), best first, each with
+    its last checkpoint (which holds its best-epoch weights)."""
+    table = out.table
+    ok = table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
+    picked = []
+    for _, row in ok.sort_values("best_cmap", ascending=False, kind="stable").head(k).iterrows():
+        trial = next(t for t in found.trials if t.trial_id == row["trial_id"])
+        header = {"trial_index": int(row["trial_index"]), "trial_id": row["trial_id"], "best_cmap": float(row["best_cmap"]),
+                  "best_epoch": int(row["best_epoch"]), "status": row["status"], "rank": len(picked) + 1}
+        picked.append(Best(row["trial_id"], int(row["trial_index"]),
+                           {k_: trial.config[k_] for k_ in out.spec.searched if k_ in trial.config},
+                           header, found.get_last_checkpoint(trial)))
+    return picked
+
+
+def write_top(out: Outcome, k: int, found=None) -> list[str]:
+    """best-1 ... best-k: the k best trials' model folders, for an ensemble (core.predict --model A --model B)."""
+    found = found if found is not None else results.analysis(out.exp, out.spec.metric, out.spec.mode)
+    folders = []
+    for i, best in enumerate(top_trials(out, found, k), 1):
+        folder = f"{layout.BEST_DIR}-{i}"
+        config = {**out.spec.base, **best.params,
+                  "out_dir": str(Path("results") / f"retrain-{best.trial_id}") if storage.is_uri(out.exp)
+                  else os.path.join(out.exp, folder, "retrain")}
+        _write_bundle(out.exp, folder, best, config, out.spec)
+        folders.append(storage.join(out.exp, folder))
+    return folders
 
 
 def _dataset(spec: SearchSpec) -> tuple[list[str], dict[str, Any] | None]:
@@ -115,8 +151,8 @@ def _dataset(spec: SearchSpec) -> tuple[list[str], dict[str, Any] | None]:
     return class_names(table, n, csv), dataset_info(csv)[1]
 
 
-def _write_model(exp: str, ckpt) -> None:
-    """best/model.pt: the best-epoch weights of a trial's checkpoint, without optimizer state."""
+def _write_model(exp: str, ckpt, folder: str = layout.BEST_DIR) -> None:
+    """folder/model.pt: the best-epoch weights of a trial's checkpoint, without optimizer state."""
     with tempfile.TemporaryDirectory() as tmp:
         local = ckpt.to_directory(tmp)
         best_pt = Path(local) / "best.pt"
@@ -125,7 +161,7 @@ def _write_model(exp: str, ckpt) -> None:
             keep = {k: state[k] for k in ("model", "epoch", "metrics", "config", "num_classes") if k in state}
             path = Path(tmp) / bundle.MODEL
             checkpoint.save(path, keep)
-            storage.write_bytes(storage.join(exp, layout.BEST_DIR, bundle.MODEL), path.read_bytes())
+            storage.write_bytes(storage.join(exp, folder, bundle.MODEL), path.read_bytes())
 
 
 def export(exp: str, search: tuple[pd.DataFrame, Any] | None = None) -> Outcome:
@@ -146,10 +182,17 @@ def format_table(table: pd.DataFrame, searched: list[str], limit: int = 40) -> s
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__)
     p.add_argument("experiment", help="experiment folder or URI, e.g. results/finetune-20261125-1500")
+    p.add_argument("--top", type=int, default=0, metavar="K",
+                   help="also write best-1 ... best-K: the K best trials' model folders, for an ensemble")
     args = p.parse_args(argv)
+    if args.top < 0:
+        print("error: --top must be >= 1 (or 0: best/ only)", file=sys.stderr)
+        return 2
     exp = storage.normalize(args.experiment)
     try:
-        out = export(exp)
+        search = trials(exp, read_spec(exp))
+        out = export(exp, search)
+        folders = write_top(out, args.top, search[1]) if args.top and out.best is not None else []
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -157,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no trial has a result yet; wrote {storage.join(exp, layout.TRIALS[1])}")
     print(format_table(out.table, out.spec.searched))
     print(f"wrote trials.parquet/csv, curves.csv, importance.csv, best/ and report.html (with its PNGs) under {exp}")
+    if args.top:
+        models = " ".join(f"--model {f}" for f in folders)
+        print(f"wrote {len(folders)} model folder(s) for an ensemble" + (
+            f" (only {len(folders)} trial(s) have results)" if len(folders) < args.top else "") +
+            f": python -m core.predict {models} --audio test_soundscapes/ --out submission.csv")
     return 0
 
 

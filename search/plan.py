@@ -101,6 +101,7 @@ class RunOptions:
     dashboard_host: str
     verbose: bool
     study: str | None = None  # the Optuna study file this run uses (with URI storage, a local copy)
+    log_to: tuple = ()  # search.tracking.Target: trackers every trial is logged to (--log-to)
 
     @property
     def exp(self) -> str:
@@ -269,7 +270,13 @@ def _show(v: Any) -> str:
 
 
 def _options(args: argparse.Namespace, storage_path: str, name: str) -> RunOptions:
-    return RunOptions(name=name, storage_path=storage_path, storage_arg=args.storage_path, address=args.address,
+    from search import tracking
+
+    try:
+        log_to = tuple(tracking.parse(args.log_to))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return RunOptions(log_to=log_to, name=name, storage_path=storage_path, storage_arg=args.storage_path, address=args.address,
                       resume=args.resume, max_failures=args.max_failures, time_budget=args.time_budget,
                       concurrency=args.concurrency, dashboard=not args.no_dashboard,
                       dashboard_host=args.dashboard_host, verbose=args.verbose)

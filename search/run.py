@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
         print(f"error: the storage {storage.display(p.options.exp)} stopped answering during the search ({e}); "
               f"the search stopped there. When it answers again, continue with  {resume_command(p)}", file=sys.stderr)
         return 1
+    if p.options.log_to:
+        from search import tracking
+
+        tracking.finish(list(p.options.log_to), p.options.exp, p.options.name, out.table,
+                        out.best.trial_id if out.best is not None else None)
     print_summary(out, time.time() - t0)
     if interrupted or out.resumable:
         why = ("interrupted" if interrupted else "the time budget ended the search" if p.options.time_budget

@@ -93,9 +93,10 @@ def train_trial(config: dict[str, Any], *, data: DecodedData, base: dict[str, An
             resume_from = ckpt.to_directory(os.path.join(work, "resume"))
 
         node = ray.get_runtime_context().get_node_id()  # which node ran it (trials.csv does not show it)
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # which GPU(s) Ray gave it ('' for none)
 
         def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-            metrics = {**metrics, "node_id": node}
+            metrics = {**metrics, "node_id": node, "cuda_visible_devices": devices}
             if checkpoint_dir is None:
                 tune.report(metrics)
             else:

@@ -45,6 +45,10 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
     upload_before_rewrite()
     opts, spec = plan.options, plan.spec
     exp = storage.join(storage_path, name)
+    if name == opts.name and opts.log_to:  # the search's trials (not the re-validation's) go to the trackers
+        from search import tracking
+
+        callbacks = tuple(callbacks) + tuple(tracking.callbacks(list(opts.log_to), opts.exp, opts.name))
     live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
                                              first_number=spec.first_trial_number)]
     watch = StorageWatch(exp)
@@ -96,6 +100,10 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
           f"{', '.join(spec.searched)} with {spec.searcher} + {spec.scheduler}", flush=True)
     if spec.study:
         print(f"birdtune: Optuna study in {spec.study}  (live: optuna-dashboard sqlite:///{spec.study})", flush=True)
+    if opts.log_to:
+        from search import tracking
+
+        print("\n".join(tracking.where(list(opts.log_to), opts.exp, opts.name)), flush=True)
     return tune.Tuner(
         trainable(plan, hooks), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,

@@ -32,13 +32,13 @@ def node_ports() -> list[str]:
 
 
 class Cluster:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], num_cpus: int = 1, num_gpus: int = 0):
         self.env = {**env, "RAY_AUTH_MODE": "token", "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"}
         self.tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
         self.port, self.dashboard = helpers.free_port(), helpers.free_port()
         self.head = subprocess.Popen(
-            [RAY, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}",
+            [RAY, "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+             f"--num-gpus={num_gpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}",
              f"--ray-client-server-port={helpers.free_port()}", f"--temp-dir={self.tmp}", *node_ports()],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         assert helpers.wait_for(lambda: helpers.listening(self.dashboard), 120), "the head did not start"
@@ -149,3 +149,25 @@ def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path)
             epochs = pd.read_json(io.BytesIO(s3.read(key)), lines=True)["epoch"].tolist()
             assert epochs == list(range(1, len(epochs) + 1)), (key, epochs)
     assert len(set().union(*node_ids(s3, "nodes/n/").values())) == 2
+
+
+def test_four_trials_share_a_declared_gpu(tmp_path):
+    """Fractional packing on this CPU machine: a head that declares one GPU, --gpus-per-trial 0.25. Ray gives
+    every trial the same device (CUDA_VISIBLE_DEVICES=0); the trials train on the CPU, as torch sees no
+    CUDA (on a GPU machine each would also cap its memory at 0.25 of the GPU: tests/test_amp.py)."""
+    c = Cluster(helpers.ENV, num_cpus=4, num_gpus=1)
+    try:
+        r = helpers.search("--address", f"127.0.0.1:{c.port}", "--storage-path", str(tmp_path / "r"), "--name", "g",
+                           "--num-samples", "4", "--epochs", "8", "--scheduler", "none", "--gpus-per-trial", "0.25",
+                           env=c.env, cwd=tmp_path, timeout=600)
+    finally:
+        c.shutdown()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "4 trials of up to 8 epochs, 4 at a time (1 CPU, 0.25 GPU each" in r.stdout, r.stdout[:2000]
+    spans = []
+    for log in (tmp_path / "r" / "g").glob("*/result.json"):
+        rows = pd.read_json(log, lines=True)
+        assert rows["epoch"].tolist() == list(range(1, 9)) and set(rows["cuda_visible_devices"].astype(str)) == {"0"}
+        spans.append((rows["timestamp"].iloc[0] - rows["time_this_iter_s"].iloc[0], rows["timestamp"].iloc[-1]))
+    assert len(spans) == 4
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # all four were running at one moment

@@ -29,7 +29,8 @@ def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):
     out: list[str] = []
     try:
         url, deadline = None, time.time() + 120
-        while time.time() < deadline and not (url and any("trial " in ln for ln in out)):
+        # until the URL and a first live line ("[   3s]   1/40 trial ...": trials are running)
+        while time.time() < deadline and not (url and any(re.match(r"\[\s*\d+s\]", ln) for ln in out)):
             try:
                 out.append(lines.get(timeout=1))
             except queue.Empty:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # the order of search/ (README, Layout): each module may import only the ones before it
-SEARCH = ["layout", "storage", "results", "cli", "plan", "cluster", "searcher", "trainable", "progress",
+SEARCH = ["layout", "storage", "internals", "results", "cli", "tracking", "plan", "cluster", "searcher", "trainable", "progress",
           "records", "revalidate", "tuning", "importance", "report", "export", "run"]
 
 

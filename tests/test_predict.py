@@ -154,3 +154,36 @@ def test_other_bad_input_is_one_line(model_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, err)
+
+
+def test_an_ensemble_averages_its_models_probabilities(model_dir, soundscapes, tmp_path):
+    d, _ = soundscapes
+    other = make_model_folder(tmp_path / "other", seed=1)
+    outs = {}
+    for name, models in {"a": [model_dir], "b": [other], "ab": [model_dir, other]}.items():
+        args = [x for m in models for x in ("--model", str(m))]
+        r = run(*args, "--audio", str(d), "--out", str(tmp_path / f"{name}.csv"), "--quiet")
+        assert r.returncode == 0, r.stderr
+        outs[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    assert "an ensemble of 2 models (test_efficientnet)" in r.stdout
+    assert list(outs["ab"].columns) == ["row_id", *CLASSES] and outs["ab"]["row_id"].equals(outs["a"]["row_id"])
+    a, b, ab = (outs[k][CLASSES].to_numpy() for k in ("a", "b", "ab"))
+    assert np.abs(a - b).max() > 1e-3  # two different models
+    assert np.abs(ab - (a + b) / 2).max() < 2e-6 and np.allclose(ab.sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(classes=CLASSES[::-1]), "has other classes than --model"),
+    (dict(classes=CLASSES[:4]), "has other classes than --model"),
+    (dict(spectrogram={**audio.Spectrogram().to_dict(), "n_mels": 64}), "other spectrograms than --model"),
+    (dict(img_size=64), "img_size 128 vs 64"),
+])
+def test_an_ensemble_of_models_that_do_not_fit_together_is_refused_in_one_line(model_dir, soundscapes, tmp_path,
+                                                                                 change, message, capsys):
+    d, _ = soundscapes
+    other = make_model_folder(tmp_path / "other", **change)
+    code = predict_main(["--model", str(model_dir), "--model", str(other), "--audio", str(d),
+                         "--out", str(tmp_path / "s.csv"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "s.csv").exists()

@@ -162,6 +162,32 @@ def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
     assert len(ExperimentAnalysis(str(exp)).trials) == len(table)
 
 
+def test_export_top_k_writes_the_best_trials_model_folders_for_an_ensemble(finished, tmp_path):
+    exp, _ = finished
+    copy = tmp_path / "e2e"
+    shutil.copytree(exp, copy)  # the shared experiment stays as the other tests read it
+    r = subprocess.run([sys.executable, "-m", "search.export", str(copy), "--top", "3"], capture_output=True,
+                       text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = pd.read_parquet(copy / "trials.parquet")
+    ranked = table[table.status.isin(["completed", "stopped_early"])].sort_values("best_cmap", ascending=False,
+                                                                                  kind="stable")
+    for i, (_, row) in enumerate(ranked.head(3).iterrows(), 1):
+        folder = copy / f"best-{i}"
+        cfg = TrainConfig.load(folder / "config.yaml")
+        assert cfg.lr == pytest.approx(row["lr"]) and cfg.drop_rate == pytest.approx(row["drop_rate"])
+        assert (folder / "config.yaml").read_text().splitlines()[:2] == [f"# trial_index: {row['trial_index']}",
+                                                                         f"# trial_id: {row['trial_id']}"]
+        model = checkpoint.load(folder / "model.pt")  # that trial's best-epoch weights
+        assert model["metrics"]["cmap"] == pytest.approx(row["best_cmap"]) and model["epoch"] == row["best_epoch"]
+        assert (folder / "classes.txt").read_text() == (copy / "best" / "classes.txt").read_text()
+    assert not (copy / "best-4").exists()
+    assert f"--model {copy}/best-1 --model {copy}/best-2 --model {copy}/best-3 --audio" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "search.export", str(copy), "--top", "-1"], capture_output=True,
+                         text=True, env=ENV, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --top must be >= 1 (or 0: best/ only)"
+
+
 def test_resume_of_a_finished_experiment_changes_nothing(finished):
     exp, _ = finished
     before = pd.read_parquet(exp / "trials.parquet")
