@@ -1,7 +1,7 @@
 """`python -m core.predict --export-kaggle DIR --model M [--model M2 ...]`: one folder to upload as a Kaggle
 dataset, for a submission notebook with the internet off: birdtune's wheel (installed there with
 `pip install --no-deps`: core.predict needs only torch, timm, numpy, pandas, pyarrow, OpenCV, Pillow,
-PyYAML, tqdm, safetensors and soundfile/soxr, which Kaggle's image has), the model folder(s), and a
+PyYAML, tqdm, safetensors, soundfile/soxr and scipy, which Kaggle's image has), the model folder(s), and a
 README with the two notebook cells.
 
 The wheel is written from the installed birdtune's own files (no build tools, no network), so an
@@ -22,7 +22,7 @@ import core
 PACKAGES = ("core", "search", "spaces")  # what the wheel holds (core.predict imports only core)
 # what core.predict imports at run time, by distribution name: the Kaggle image has all of them
 RUNTIME = ("torch", "timm", "numpy", "pandas", "pyarrow", "opencv-python-headless", "pillow", "pyyaml", "tqdm",
-           "safetensors", "soundfile", "soxr")
+           "safetensors", "soundfile", "soxr", "scipy")  # scipy: the mel filterbank (core.audio)
 DATASET = "birdtune-model"  # the Kaggle dataset name the README's cells assume
 COMPETITION = "birdclef-2025"
 
@@ -86,7 +86,7 @@ competition's data to your notebook, turn the internet off, and run two cells:
 
 `--no-deps` keeps pip from looking for birdtune's search dependencies (Ray, Optuna, albumentations), which
 predicting does not use; what it does use (torch, timm, numpy, pandas, pyarrow, OpenCV, Pillow, PyYAML, tqdm,
-safetensors, soundfile, soxr) is in Kaggle's image. The submission has one row per 5-second window
+safetensors, soundfile, soxr, scipy) is in Kaggle's image. The submission has one row per 5-second window
 (`<soundscape>_<end second>`) and one column per class in the order of `{models[0]}/classes.txt`.
 {"With several model folders the probabilities are averaged (an ensemble)." if len(models) > 1 else ""}
 """

@@ -197,16 +197,21 @@ def prefetch(paths: list[Path], spec: audio.Spectrogram, img_size: int, depth: i
     stop = threading.Event()
 
     def produce():
-        for p in paths:
-            if stop.is_set():
-                return
-            q.put(load_item(p, spec, img_size))
+        try:
+            for p in paths:
+                if stop.is_set():
+                    return
+                q.put(load_item(p, spec, img_size))
+        except BaseException as e:  # not a file's fault (a missing package, memory): the caller raises it
+            q.put(e)
         q.put(None)
 
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
     try:
         while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
             yield item
     finally:
         stop.set()

@@ -97,7 +97,7 @@ def test_the_exported_folder_predicts_in_a_kaggle_like_environment(kaggle_python
         args = shlex.split(cell.replace("/kaggle", str(root)))  # a notebook's `!pip` / `!python`: the venv's
         assert args[0] in ("pip", "python"), cell
         args = [str(kaggle_python), *(["-m", "pip"] if args[0] == "pip" else []), *args[1:]]
-        return subprocess.run(args, capture_output=True, text=True, env=env, cwd=root / "working", timeout=600)
+        return subprocess.run(args, capture_output=True, text=True, env=env, cwd=root / "working", timeout=300)
 
     r = run(install)
     assert r.returncode == 0 and "Successfully installed birdtune" in r.stdout, r.stdout + r.stderr

@@ -187,3 +187,16 @@ def test_an_ensemble_of_models_that_do_not_fit_together_is_refused_in_one_line(m
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_that_is_not_a_files_fault_ends_predict_instead_of_hanging_it(model_dir, soundscapes, monkeypatch):
+    from core import predict
+
+    def broken(*a, **k):
+        raise ImportError("No module named 'scipy'")  # as in an environment that lacks a package
+
+    monkeypatch.setattr(predict, "load_item", broken)
+    d, _ = soundscapes
+    with pytest.raises(ImportError, match="scipy"):
+        predict.predict(sorted(d.glob("*.ogg")), Predictor(bundle.load(model_dir), "cpu", "torch"))

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -96,14 +97,63 @@ def test_a_search_logged_to_mlflow_tensorboard_and_wandb(mlflow_server, tmp_path
         acc.Reload()
         assert len(acc.Scalars("ray/tune/cmap")) == epochs, (trial_id, acc.Tags()["scalars"][:10])
 
-    # W&B (offline): one run per trial, with its config and its last cmAP in the run's summary
-    runs = sorted((exp / "wandb").glob("offline-run-*"))
+    # W&B (offline): one run per trial, read back from its .wandb file: project, group, config, every epoch
+    runs = sorted((exp / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 4, sorted(p.name for p in exp.iterdir())
-    finals = set()
-    for run in runs:
-        summary = json.loads((run / "files" / "wandb-summary.json").read_text())
-        finals.add(round(summary["cmap"], 6))
-        assert "lr" in (run / "files" / "config.yaml").read_text()
-    last = {round(float(pd.read_json(next(p for p in exp.iterdir() if p.is_dir() and t in p.name) / "result.json",
-                                     lines=True)["cmap"].iloc[-1]), 6) for t in table.trial_id}
-    assert finals == last
+    seen = set()
+    for path in runs:
+        run = _wandb_run(path)
+        assert run["project"] == "birds" and run["group"] == "t" and run["exited"], {k: run[k] for k in ("project", "group")}
+        trial_id = json.loads(run["config"]["trial_id"])
+        folder = next(p for p in exp.iterdir() if p.is_dir() and trial_id in p.name)
+        logged = pd.read_json(folder / "result.json", lines=True)
+        assert run["cmap"] == pytest.approx(logged["cmap"].tolist())
+        assert json.loads(run["config"]["lr"]) == pytest.approx(logged["config"].iloc[0]["lr"])
+        seen.add(trial_id)
+    assert seen == set(table.trial_id)
+
+
+def _wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file: a 7-byte header (':W&B', magic, version), then
+    LevelDB's log format (32 KiB blocks; records of checksum, length, type, data; long ones in pieces)."""
+    import struct
+
+    data, pos, block, piece = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B", data[:7]
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:  # whole
+            yield chunk
+        elif kind in (2, 3):  # first, middle
+            piece = chunk if kind == 2 else piece + chunk
+        elif kind == 4:  # last
+            yield piece + chunk
+
+
+def _wandb_run(path: Path) -> dict:
+    from wandb.proto import wandb_internal_pb2
+
+    run = {"config": {}, "cmap": [], "exited": False, "project": None, "group": None}
+    for raw in _wandb_records(path):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run["project"], run["group"] = rec.run.project, rec.run.run_group
+            run["config"].update({i.key: i.value_json for i in rec.run.config.update})
+        elif kind == "config":
+            run["config"].update({i.key: i.value_json for i in rec.config.update})
+        elif kind == "history":
+            run["cmap"] += [json.loads(i.value_json) for i in rec.history.item
+                            if (i.key or "/".join(i.nested_key)) == "cmap"]
+        elif kind == "exit":
+            run["exited"] = True
+    return run
