@@ -171,7 +171,11 @@ def make(args: argparse.Namespace) -> Plan:
         base["csv"] = str(Path(args.csv).resolve())
     base.update(space.base)
     base.update(sets)
-    base.update(epochs=epochs, seed=seed, device="cuda" if gpus > 0 else "cpu")
+    base.update(epochs=epochs, seed=seed)
+    # trials train where their resources are; --set device=cpu with GPUs declared is the user's choice
+    base["device"] = sets.get("device") or ("cuda" if gpus > 0 else "cpu")
+    if base["device"] == "cuda" and gpus == 0:
+        raise UsageError("--set device=cuda needs GPUs for the trials: add --gpus-per-trial (e.g. 1 or 0.25)")
     for k in ("init_checkpoint", "pretrained_file"):
         if base.get(k) and not storage.is_uri(base[k]):  # a URI is read as it is, on every node
             base[k] = str(Path(base[k]).resolve())

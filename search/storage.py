@@ -2,6 +2,7 @@
 checking in seconds that a storage path can be used."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import uuid
@@ -14,7 +15,8 @@ from core.files import display, is_uri, join
 
 __all__ = ["is_uri", "join", "display", "normalize", "exists", "read_text", "read_bytes", "write_bytes",
            "write_text", "check_writable", "basename", "shell"]
-PROBE_TIMEOUT_S = 20  # how long the write test may take before the storage counts as not answering
+# how long the write test may take before the storage counts as not answering (BIRDTUNE_PROBE_TIMEOUT_S)
+PROBE_TIMEOUT_S = float(os.environ.get("BIRDTUNE_PROBE_TIMEOUT_S", 20))
 
 
 def normalize(path: str) -> str:
@@ -61,6 +63,8 @@ def _reason(e: BaseException) -> str:
     import re
 
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "curlCode: 28" in text:  # the request's own timeout (PROBE_TIMEOUT_S / 2) came first
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
     m = re.search(r"AWS Error (\w+) during \w+ operation: (.*?)(?: \(Request ID: [^)]*\))?$", text)
     if not m:
         return text
@@ -99,7 +103,7 @@ def check_writable(path: str) -> str | None:
     worker.start()
     worker.join(PROBE_TIMEOUT_S)
     if not outcome:
-        return f"no answer within {PROBE_TIMEOUT_S} s"
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
     return outcome[0]
 
 

@@ -2,6 +2,7 @@
 the re-validation's Tuner, and the RunConfig they share."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ from search.trainable import TrialHooks
 KEEP_CHECKPOINTS = 2
 # how long the driver waits for an upload of the experiment's state (Ray's default, 30 minutes, is how long
 # a search whose storage stopped answering would hang at its end)
-SYNC_TIMEOUT_S = 120
+SYNC_TIMEOUT_S = float(os.environ.get("BIRDTUNE_SYNC_TIMEOUT_S", 120))  # BIRDTUNE_SYNC_TIMEOUT_S sets it
 
 
 def trainable(plan: Plan, hooks: TrialHooks | None = None):

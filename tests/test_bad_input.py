@@ -75,6 +75,7 @@ BAD_INPUTS = [
     ("negative GPUs", None, ["--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
     ("GPUs on a CPU machine", None, ["--gpus-per-trial", "0.25"], "no GPU is visible"),
     ("unreachable address", None, ["--address", "127.0.0.1:{port}"], "cannot reach a Ray cluster at 127.0.0.1:"),
+    ("cuda without GPUs", None, ["--set", "device=cuda"], "--set device=cuda needs GPUs for the trials"),
     ("malformed address", None, ["--address", "nowhere"], "--address must be auto or host:port"),
     ("Ray Client address", None, ["--address", "ray://127.0.0.1:10001"],
      "--address ray://127.0.0.1:10001: Ray Client is not supported"),

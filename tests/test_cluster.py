@@ -159,6 +159,7 @@ def test_four_trials_share_a_declared_gpu(tmp_path):
     try:
         r = helpers.search("--address", f"127.0.0.1:{c.port}", "--storage-path", str(tmp_path / "r"), "--name", "g",
                            "--num-samples", "4", "--epochs", "8", "--scheduler", "none", "--gpus-per-trial", "0.25",
+                           "--set", "device=cpu",  # Ray's GPU, torch's CPU: this machine has no CUDA
                            env=c.env, cwd=tmp_path, timeout=600)
     finally:
         c.shutdown()
@@ -166,7 +167,7 @@ def test_four_trials_share_a_declared_gpu(tmp_path):
     assert "4 trials of up to 8 epochs, 4 at a time (1 CPU, 0.25 GPU each" in r.stdout, r.stdout[:2000]
     spans = []
     for log in (tmp_path / "r" / "g").glob("*/result.json"):
-        rows = pd.read_json(log, lines=True)
+        rows = pd.read_json(log, lines=True, convert_dates=False)  # timestamp: Unix seconds
         assert rows["epoch"].tolist() == list(range(1, 9)) and set(rows["cuda_visible_devices"].astype(str)) == {"0"}
         spans.append((rows["timestamp"].iloc[0] - rows["time_this_iter_s"].iloc[0], rows["timestamp"].iloc[-1]))
     assert len(spans) == 4

@@ -125,8 +125,10 @@ def test_bad_storage_is_refused_in_seconds_in_one_line(s3, tmp_path):
         (wrong, s3.uri("x"), "the credentials are refused", 30),
         (s3.env(endpoint_env=False), f"s3://{s3.bucket}/x?endpoint_override=127.0.0.1:{helpers.free_port()}&scheme=http",
          "does not answer (Connection refused)", 30),
-        (s3.env(endpoint_env=False), f"s3://{s3.bucket}/x?endpoint_override=127.0.0.1:{silent.getsockname()[1]}&scheme=http",
-         "no answer within 20 s", 45),
+        # (BIRDTUNE_PROBE_TIMEOUT_S shortens the default 20 s wait)
+        ({**s3.env(endpoint_env=False), "BIRDTUNE_PROBE_TIMEOUT_S": "5"},
+         f"s3://{s3.bucket}/x?endpoint_override=127.0.0.1:{silent.getsockname()[1]}&scheme=http",
+         "no answer within 5 s", 25),
     ]
     try:
         for env, store, message, limit in cases:
@@ -146,7 +148,8 @@ def test_a_storage_outage_ends_the_search_with_one_message_and_resume_finishes_i
     --resume completes with every trial."""
     server = s3server.start("outage")
     try:
-        env = server.env()
+        # the waits shortened as a user can: the write probe (default 20 s), Ray's state upload (120 s)
+        env = {**server.env(), "BIRDTUNE_PROBE_TIMEOUT_S": "5", "BIRDTUNE_SYNC_TIMEOUT_S": "20"}
         store = server.uri("o")
         proc = helpers.search("--storage-path", store, "--name", "o", "--num-samples", "8", "--concurrency", "1",
                               env=env, cwd=tmp_path, popen=True, start_new_session=True)
