@@ -48,3 +48,22 @@ def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+def stop_after(cfg, data, folder, epochs_done: int):
+    """A core.engine.fit run of cfg interrupted after `epochs_done` epochs (its report raises, as a kill
+    would); returns its folder, to resume from."""
+    import pytest
+
+    from core import engine
+
+    class Stop(Exception):
+        pass
+
+    def report(m, d):
+        if m["epoch"] == epochs_done:
+            raise Stop
+
+    with pytest.raises(Stop):
+        engine.fit(cfg.replace(out_dir=str(folder)), report, data=data)
+    return folder

@@ -9,6 +9,7 @@ import torch
 from core import checkpoint, engine
 from core.data import load_data
 from core.losses import build_loss
+from helpers import stop_after
 
 
 @pytest.fixture(scope="module")
@@ -97,23 +98,10 @@ def test_a_step_with_inf_gradients_is_skipped_and_does_not_advance_the_lr_schedu
     assert hit["history"][0]["lr"] > clean["history"][0]["lr"]  # cosine: one step behind is a higher lr
 
 
-def _stop_after(cfg, data, folder, epochs_done):
-    class Stop(Exception):
-        pass
-
-    def report(m, d):
-        if m["epoch"] == epochs_done:
-            raise Stop
-
-    with pytest.raises(Stop):
-        engine.fit(cfg.replace(out_dir=str(folder)), report, data=data)
-    return folder
-
-
 def test_fp16_resume_restores_the_scaler_and_continues_bit_exactly(fp16, tiny_data, tmp_path):
     cfg = fp16.replace(epochs=2)
     engine.fit(cfg.replace(out_dir=str(tmp_path / "a")), data=tiny_data)
-    part = _stop_after(cfg, tiny_data, tmp_path / "d", epochs_done=1)
+    part = stop_after(cfg, tiny_data, tmp_path / "d", epochs_done=1)
     engine.fit(cfg.replace(out_dir=str(tmp_path / "c")), data=tiny_data, resume_from=part)
     a, c = checkpoint.load(tmp_path / "a" / "last.pt"), checkpoint.load(tmp_path / "c" / "last.pt")
     assert checkpoint.load(part / "last.pt")["scaler"]["scale"] < 2.0 ** 16  # a state worth restoring
@@ -125,7 +113,7 @@ def test_fp16_resume_restores_the_scaler_and_continues_bit_exactly(fp16, tiny_da
 @pytest.mark.parametrize("before,after", [("fp16", "off"), ("off", "fp16"), ("bf16", "fp16"), ("fp16", "bf16")])
 def test_resume_across_precision_modes(fp16, tiny_data, tmp_path, before, after):
     cfg = fp16.replace(epochs=2)
-    part = _stop_after(cfg.replace(amp=before), tiny_data, tmp_path / "first", epochs_done=1)
+    part = stop_after(cfg.replace(amp=before), tiny_data, tmp_path / "first", epochs_done=1)
     done = engine.fit(cfg.replace(amp=after, out_dir=str(tmp_path / "second")), data=tiny_data, resume_from=part)
     assert done["status"] == "ok" and done["epochs_run"] == 2 and math.isfinite(done["history"][-1]["train_loss"])
     scaler = checkpoint.load(tmp_path / "second" / "last.pt")["scaler"]

@@ -10,6 +10,7 @@ from core import checkpoint, engine
 from core.config import ConfigError
 from core.data import load_data
 from core.metrics import cmap_present
+from helpers import stop_after
 
 KEYS = {"epoch", "train_loss", "val_loss", "cmap", "cmap_present", "accuracy", "mean_recall", "lr",
         "images_per_s", "status", "best_cmap"}
@@ -53,28 +54,13 @@ def test_resume_continues_exactly(tiny_cfg, tiny_data, tmp_path):
     straight = engine.fit(cfg.replace(out_dir=str(tmp_path / "a")), data=tiny_data)
     # a run of the same config killed after epoch 1, then resumed into another folder
     part = engine.fit(cfg.replace(out_dir=str(tmp_path / "c")), data=tiny_data,
-                      resume_from=_stop_after(cfg, tiny_data, tmp_path / "d", epochs_done=1))
+                      resume_from=stop_after(cfg, tiny_data, tmp_path / "d", epochs_done=1))
     a = checkpoint.load(tmp_path / "a" / "last.pt")
     c = checkpoint.load(tmp_path / "c" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], c["model"][k]), k
     assert [h["cmap"] for h in straight["history"]] == [h["cmap"] for h in part["history"]]
     assert part["epochs_run"] == 3 and a["optimizer"]["state"].keys() == c["optimizer"]["state"].keys()
-
-
-def _stop_after(cfg, data, folder, epochs_done):
-    """A run of cfg interrupted after `epochs_done` epochs (its report raises, as a kill would)."""
-
-    class Stop(Exception):
-        pass
-
-    def report(m, d):
-        if m["epoch"] == epochs_done:
-            raise Stop
-
-    with pytest.raises(Stop):
-        engine.fit(cfg.replace(out_dir=str(folder)), report, data=data)
-    return folder
 
 
 def test_resume_after_the_last_epoch_changes_nothing(tiny_cfg, tiny_data):

@@ -254,3 +254,23 @@ def test_decoded_data_built_by_hand_still_works():
     table = pd.DataFrame(dict(path=["a"] * 4, label=[0, 1, 0, 1], fold=[0, 0, 1, 1]))
     d = DecodedData(table, images, 2, 8, "x.csv")
     assert d.nbytes == images.nbytes == d.data_bytes and pickle.loads(pickle.dumps(d)).images.shape == (4, 8, 8)
+
+
+def test_a_trial_on_a_node_without_the_cache_copies_it_from_the_drivers_node_through_ray(csv, tmp_path):
+    import copy
+
+    import ray
+
+    from search.trainable import copy_images
+
+    data = load_data(csv, 16)
+    lost = copy.copy(data)  # as a trial on a node with neither the file nor the images would have it
+    lost.images, lost.where, lost.missing = None, str(tmp_path / "node2"), "no cache there"
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        copy_images(lost, ray.get_runtime_context().get_node_id())
+    finally:
+        ray.shutdown()
+    assert lost.how == "copied" and lost.missing == "" and Path(lost.cache.path).parent == tmp_path / "node2"
+    np.testing.assert_array_equal(lost.images, data.images)
+    assert json.loads(Path(lost.cache.path).with_suffix(".json").read_text())["copied_from"] == data.cache.host
