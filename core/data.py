@@ -374,7 +374,7 @@ def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bo
                 return done(imagecache.open_images(ref), cache=ref, how="reused")
             note = f"replaced {len(replaced)} older cache(s) of this CSV" if replaced else ""
             return done(imagecache.open_images(ref), cache=ref, how="built", note=note)
-        except imagecache.CacheError as e:
+        except OSError as e:  # imagecache.CacheError (no folder had room), or the disk filled up while writing
             note = f"no folder could hold an image cache: {e}"
     else:
         note = "image_cache=off"
