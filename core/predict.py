@@ -34,8 +34,8 @@ EXAMPLES = """examples:
   python -m core.predict --model results/<name>/best --audio test_soundscapes/ --out submission.csv --backend onnx
   python -m core.predict --model results/<name>/best --export-onnx          # writes best/model.onnx only
   python -m core.predict --model results/<name>/best --export-kaggle kaggle/  # wheel + model + README for Kaggle
-  python -m core.predict --model results/<name>/best-1 --model results/<name>/best-2 --audio test_soundscapes/ \
-      --out submission.csv                                                  # an ensemble: probabilities averaged
+  python -m core.predict --model results/<name>/best-1 --model results/<name>/best-2 --audio test_soundscapes/ --out s.csv
+                                                                            # an ensemble: probabilities averaged
 """
 
 

@@ -73,7 +73,12 @@ def callbacks(targets: list[Target], exp: str, name: str) -> list:
     out = []
     for t in targets:
         if t.name == "mlflow":
+            import logging
+
             from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            for noisy in ("mlflow", "alembic"):  # 'Creating initial MLflow database tables...' and the like
+                logging.getLogger(noisy).setLevel(logging.WARNING)
 
             out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(t, exp, name), experiment_name=name,
                                             tags={"birdtune.experiment": exp}))
