@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from core.config import TrainConfig
 from core import imagecache
+from core.config import TrainConfig
 from core.data import DecodedData
 from core.engine import Report, fit
 from core.losses import build_loss

@@ -23,11 +23,10 @@ SYNC_TIMEOUT_S = float(os.environ.get("BIRDTUNE_SYNC_TIMEOUT_S", 120))  # BIRDTU
 
 
 def trainable(plan: Plan, hooks: TrialHooks | None = None):
+    import ray
     from ray import tune
 
     from search.trainable import train_trial
-
-    import ray
 
     spec = plan.spec
     data_node = ray.get_runtime_context().get_node_id() if plan.data.cache is not None else ""
