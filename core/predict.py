@@ -132,8 +132,8 @@ class Ensemble:
 
 
 def _differs(a: Bundle, b: Bundle) -> str:
-    fields = [(k, v, b.spectrogram.to_dict().get(k)) for k, v in a.spectrogram.to_dict().items()
-              if b.spectrogram.to_dict().get(k) != v]
+    theirs = b.spectrogram.to_dict()
+    fields = [(k, v, theirs.get(k)) for k, v in a.spectrogram.to_dict().items() if theirs.get(k) != v]
     if a.config.img_size != b.config.img_size:
         fields.append(("img_size", a.config.img_size, b.config.img_size))
     return ", ".join(f"{k} {x} vs {y}" for k, x, y in fields)

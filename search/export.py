@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -59,15 +58,10 @@ def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame
 
 def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Best | None:
     """The best trial of the search, or the re-validation's winner when one candidate finished every fold."""
-    ok = table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
+    ok = _usable(table)
     if ok.empty:
         return None
-    row = ok.loc[ok["best_cmap"].idxmax()]
-    trial = next(t for t in found.trials if t.trial_id == row["trial_id"])
-    header = {"trial_index": int(row["trial_index"]), "trial_id": row["trial_id"],
-              "best_cmap": float(row["best_cmap"]), "best_epoch": int(row["best_epoch"]), "status": row["status"]}
-    best = Best(row["trial_id"], int(row["trial_index"]), {k: trial.config[k] for k in spec.searched if k in trial.config},
-                header, found.get_last_checkpoint(trial))
+    best = _trial_best(ok.loc[ok["best_cmap"].idxmax()], found, spec)
     if rank is None or not rank["mean_cmap"].notna().any():
         return best
     chosen = rank.iloc[0]
@@ -97,47 +91,50 @@ def write(out: Outcome) -> None:
     if out.revalidation is not None:
         storage.write_text(storage.join(exp, layout.REVALIDATION), out.revalidation.to_csv(index=False))
     if out.best is not None:
-        _write_bundle(exp, layout.BEST_DIR, out.best, out.best_config(), spec)
+        _write_bundle(exp, layout.BEST_DIR, out.best, out.best_config(), bundle.extras(*_dataset(spec)))
     for name, data in report.render(out).items():
         storage.write_bytes(storage.join(exp, name), data)
 
 
-def _write_bundle(exp: str, folder: str, best: Best, config: dict[str, Any], spec: SearchSpec) -> None:
+def _write_bundle(exp: str, folder: str, best: Best, config: dict[str, Any], extras: dict[str, bytes]) -> None:
     """A model folder core.predict reads: config.yaml (with its header), model.pt, classes and spectrogram."""
     storage.write_text(storage.join(exp, folder, bundle.CONFIG),
                        best.header_text() + yaml.safe_dump(config, sort_keys=False))
     if best.checkpoint is not None:
         _write_model(exp, best.checkpoint, folder)
-    for name, data in bundle.extras(*_dataset(spec)).items():  # what predict needs besides the weights
+    for name, data in extras.items():  # what predict needs besides the weights (core.bundle.extras)
         storage.write_bytes(storage.join(exp, folder, name), data)
 
 
+def _usable(table: pd.DataFrame) -> pd.DataFrame:
+    """Trials with a score that may be exported (completed or stopped early)."""
+    return table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
+
+
+def _trial_best(row, found, spec: SearchSpec, **header) -> Best:
+    """A trials-table row as a Best: its searched values and the last checkpoint (holding its best-epoch
+    weights); `header` adds to what config.yaml's header says of it."""
+    trial = next(t for t in found.trials if t.trial_id == row["trial_id"])
+    head = {"trial_index": int(row["trial_index"]), "trial_id": row["trial_id"], "best_cmap": float(row["best_cmap"]),
+            "best_epoch": int(row["best_epoch"]), "status": row["status"], **header}
+    return Best(row["trial_id"], int(row["trial_index"]), {k: trial.config[k] for k in spec.searched if k in trial.config},
+                head, found.get_last_checkpoint(trial))
+
+
 def top_trials(out: Outcome, found, k: int) -> list[Best]:
-    """The k trials with the highest best-epoch cmAP (completed or stopped early), best first, each with
-    its last checkpoint (which holds its best-epoch weights)."""
-    table = out.table
-    ok = table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
-    picked = []
-    for _, row in ok.sort_values("best_cmap", ascending=False, kind="stable").head(k).iterrows():
-        trial = next(t for t in found.trials if t.trial_id == row["trial_id"])
-        header = {"trial_index": int(row["trial_index"]), "trial_id": row["trial_id"], "best_cmap": float(row["best_cmap"]),
-                  "best_epoch": int(row["best_epoch"]), "status": row["status"], "rank": len(picked) + 1}
-        picked.append(Best(row["trial_id"], int(row["trial_index"]),
-                           {k_: trial.config[k_] for k_ in out.spec.searched if k_ in trial.config},
-                           header, found.get_last_checkpoint(trial)))
-    return picked
+    """The k trials with the highest best-epoch cmAP (completed or stopped early), best first."""
+    ranked = _usable(out.table).sort_values("best_cmap", ascending=False, kind="stable").head(k)
+    return [_trial_best(row, found, out.spec, rank=i) for i, (_, row) in enumerate(ranked.iterrows(), 1)]
 
 
 def write_top(out: Outcome, k: int, found=None) -> list[str]:
     """best-1 ... best-k: the k best trials' model folders, for an ensemble (core.predict --model A --model B)."""
     found = found if found is not None else results.analysis(out.exp, out.spec.metric, out.spec.mode)
+    extras = bundle.extras(*_dataset(out.spec))
     folders = []
     for i, best in enumerate(top_trials(out, found, k), 1):
         folder = f"{layout.BEST_DIR}-{i}"
-        config = {**out.spec.base, **best.params,
-                  "out_dir": str(Path("results") / f"retrain-{best.trial_id}") if storage.is_uri(out.exp)
-                  else os.path.join(out.exp, folder, "retrain")}
-        _write_bundle(out.exp, folder, best, config, out.spec)
+        _write_bundle(out.exp, folder, best, out.config_for(best, folder), extras)
         folders.append(storage.join(out.exp, folder))
     return folders
 

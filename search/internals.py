@@ -90,8 +90,8 @@ def training_result(checkpoint, metrics: dict) -> Any:
 
 
 def experiment_state_manager() -> type:
-    """Ray's class that saves and uploads an experiment's state (search.tuning.upload_before_rewrite makes
-    its next save wait for the last upload; Ray has no setting for that)."""
+    """Ray's class that saves and uploads an experiment's state (wait_for_upload_before_save makes its
+    next save wait for the last upload; Ray has no setting for that)."""
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     return _ExperimentCheckpointManager
@@ -107,6 +107,27 @@ def upload_due(manager, force: bool) -> bool:
 
 def wait_for_upload(manager) -> None:
     manager._storage.syncer.wait()
+
+
+def wait_for_upload_before_save() -> None:
+    """Patch the experiment state manager's sync_up_experiment_state (once per process) so that a save
+    first waits for the upload still running (search.tuning.upload_before_rewrite says why): Ray has no
+    setting for it, and the method is the only place both the save and the upload are known."""
+    manager_cls = experiment_state_manager()
+    if getattr(manager_cls.sync_up_experiment_state, "_birdtune", False):
+        return
+    original = manager_cls.sync_up_experiment_state
+
+    def sync_up_experiment_state(self, save_fn, force=False, wait=False):
+        if upload_due(self, force):  # a save is coming (Ray's own condition): let the last upload end
+            try:
+                wait_for_upload(self)
+            except Exception:  # that upload failed: the one this save starts copies every file again
+                pass
+        return original(self, save_fn, force=force, wait=wait)
+
+    sync_up_experiment_state._birdtune = True
+    manager_cls.sync_up_experiment_state = sync_up_experiment_state
 
 
 def restored_run_config(tuner) -> Any:

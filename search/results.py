@@ -187,9 +187,12 @@ class Outcome:
 
     def best_config(self) -> dict[str, Any] | None:
         """The exported TrainConfig: the search's base with the chosen trial's values."""
-        if self.best is None:
-            return None
-        cfg = {**self.spec.base, **self.best.params}
-        cfg["out_dir"] = (str(Path("results") / f"retrain-{self.best.trial_id}") if storage.is_uri(self.exp)
-                          else os.path.join(self.exp, layout.BEST_DIR, "retrain"))
+        return None if self.best is None else self.config_for(self.best)
+
+    def config_for(self, best: Best, folder: str = layout.BEST_DIR) -> dict[str, Any]:
+        """The TrainConfig exported into `folder` for `best`: the search's base with its values, retraining
+        into folder/retrain (or ./results/retrain-<trial> for a URI experiment)."""
+        cfg = {**self.spec.base, **best.params}
+        cfg["out_dir"] = (str(Path("results") / f"retrain-{best.trial_id}") if storage.is_uri(self.exp)
+                          else os.path.join(self.exp, folder, "retrain"))
         return cfg

@@ -144,21 +144,7 @@ def upload_before_rewrite() -> None:
     upload fails ('Saving experiment state to storage ... failed', a pyarrow copy_files traceback; seen
     once in 14 searches, at the end). Waiting first removes the overlap; a failed upload is retried by the
     next, which copies everything again."""
-    Manager = internals.experiment_state_manager()
-    if getattr(Manager.sync_up_experiment_state, "_birdtune", False):
-        return
-    original = Manager.sync_up_experiment_state
-
-    def sync_up_experiment_state(self, save_fn, force=False, wait=False):
-        if internals.upload_due(self, force):  # a save is coming (Ray's own condition): let the last upload end
-            try:
-                internals.wait_for_upload(self)
-            except Exception:  # that upload failed: the one this save starts copies every file again
-                pass
-        return original(self, save_fn, force=force, wait=wait)
-
-    sync_up_experiment_state._birdtune = True
-    Manager.sync_up_experiment_state = sync_up_experiment_state
+    internals.wait_for_upload_before_save()
 
 
 def _this_run(tuner, config):

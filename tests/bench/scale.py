@@ -172,8 +172,7 @@ def run_search(csv: Path, args: argparse.Namespace, trials: int, out: Path, extr
     sampler.stop.set()
     sampler.join()
     firsts = sorted(float(p.read_text()) for p in marks.iterdir())
-    prep = next((re.search(r"(?:decoded in|checked in) ([\d.]+) s", ln) for ln in lines
-                 if re.search(r"(?:decoded in|checked in) ([\d.]+) s", ln)), None)
+    prep = next(filter(None, (re.search(r"(?:decoded in|checked in) ([\d.]+) s", ln) for ln in lines)), None)
     return dict(code=code, seconds=time.time() - t0, first_batch_s=(firsts[0] - t0) if firsts else None,
                 trials_started=len(firsts), prep_s=float(prep.group(1)) if prep else None,
                 reused=any("reused the image cache" in ln for ln in lines),
