@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from core.errors import CheckpointError  # (defined where nothing heavy is imported)
 
 FORMAT = "birdtune-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or not ours; one line naming the file."""
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:

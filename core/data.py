@@ -17,13 +17,10 @@ import torch
 from torch.utils.data import Dataset
 
 from core import imagecache
+from core.errors import DataError  # (defined where nothing heavy is imported)
 
 REQUIRED_COLUMNS = ("image_path", "label", "fold")  # label_name and group are optional
 DATASET_FILE = "prepare.yaml"  # written by core.prepare beside train.csv: spectrogram settings and class names
-
-
-class DataError(ValueError):
-    """The user's data is unusable; the message is one line naming the file and the fix."""
 
 
 def _first(items, n: int = 3) -> str:

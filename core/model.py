@@ -8,10 +8,7 @@ import torch
 from torch import nn
 
 from core import checkpoint
-
-
-class ModelError(ValueError):
-    """A model that cannot be built or initialised as asked; one line naming the cause."""
+from core.errors import ModelError  # (defined where nothing heavy is imported)
 
 
 class SpectrogramClassifier(nn.Module):

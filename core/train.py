@@ -5,10 +5,8 @@ import argparse
 import sys
 from typing import Any
 
-from core.checkpoint import CheckpointError
 from core.config import ConfigError, TrainConfig, parse_set
-from core.data import DataError
-from core.model import ModelError
+from core.errors import CheckpointError, DataError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError)
 

@@ -153,6 +153,10 @@ def make(args: argparse.Namespace) -> Plan:
                          + ("" if storage.is_uri(storage_path) else "; pick another folder"))
     if storage.exists(options.exp):
         raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
+    if study and os.path.exists(study):  # URI storage keeps the study here: one left by a search not in the bucket
+        raise UsageError(f"the Optuna study {study} is left from an earlier search named '{name}' whose results are "
+                         f"not in {storage.display(storage_path)}; a new search would continue it: remove it or pick "
+                         "another --name")
     epochs = args.epochs or space.epochs
     if args.grace_period is not None and args.grace_period > epochs:
         raise UsageError(f"--grace-period {args.grace_period} is longer than the {epochs} epochs of a trial"

@@ -67,12 +67,9 @@ class ResultLog(tune.Callback):
             self._upload()
 
     def _upload(self) -> None:
-        if self.lines is not None and not self.watch.down:
-            try:
-                storage.write_text(self.path, "".join(self.lines))
-                self.last_upload = time.monotonic()
-            except OSError:  # the storage is gone (StorageWatch says so)
-                pass
+        if self.lines is not None:  # in the background: a storage that hangs must not stop the search's loop
+            self.watch.upload(self.path, "".join(self.lines))
+            self.last_upload = time.monotonic()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if storage.is_uri(self.path):
@@ -81,33 +78,126 @@ class ResultLog(tune.Callback):
     def on_experiment_end(self, trials, **info):
         if storage.is_uri(self.path):
             self._upload()
+            self.watch.flush()
 
 
 class StorageDown(RuntimeError):
     """The search's storage stopped answering."""
 
 
-class StorageWatch(tune.Callback):
-    """Ends the search when its storage stops answering, instead of letting every trial fail on it: when
-    a trial fails (each attempt), the storage is probed (seconds); if it does not answer, StorageDown
-    aborts the Tuner, as a killed driver would, so that --resume continues every trial from its last
-    checkpoint once the storage is back."""
+# how often a search whose results go to a URI (s3://, gs://, ...) checks that the storage still answers
+STORAGE_CHECK_S = float(os.environ.get("BIRDTUNE_STORAGE_CHECK_S", 60))
+# what ends the search when its storage stopped answering and its loop, stuck in a call to that storage,
+# cannot (search.run sets it: the message, then the process ends as a killed driver would)
+last_resort = None
 
-    def __init__(self, exp: str):
-        self.exp = exp
+
+class StorageWatch(tune.Callback):
+    """Ends the search when its storage stops answering, instead of letting every trial fail or hang on it:
+    the storage is probed (a small file written and removed, seconds) when a trial fails (each attempt) and,
+    for a URI, every STORAGE_CHECK_S seconds from a thread of its own (a trial whose upload hangs may not
+    fail for many minutes, as pyarrow retries). If it does not answer, StorageDown aborts the Tuner, as a
+    killed driver would, so that --resume continues every trial from its last checkpoint once the storage
+    is back."""
+
+    def __init__(self, exp: str, every_s: float = STORAGE_CHECK_S):
+        import threading
+
+        self.exp, self.every_s = exp, every_s
         self.down = False  # the other records skip the storage once it is known to be gone
+        self.problem: str | None = None  # what the periodic probe found
+        self._stop = None
+        self._pending: dict[str, str] = {}  # path -> newest text to upload
+        self._busy = False
+        self._cv = threading.Condition()
+        self._uploader = None
+
+    def __getstate__(self):  # Ray pickles the run's callbacks with the Tuner: its threads stay behind
+        return {"exp": self.exp, "every_s": self.every_s}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def upload(self, path: str, text: str) -> None:
+        """Write `text` to `path` from a thread of its own (a newer text for the same path replaces one
+        not yet written); nothing once the storage is known to be gone."""
+        import threading
+
+        if self.down:
+            return
+        with self._cv:
+            self._pending[path] = text
+            if self._uploader is None:
+                self._uploader = threading.Thread(target=self._upload_loop, name="birdtune-uploads", daemon=True)
+                self._uploader.start()
+            self._cv.notify_all()
+
+    def _upload_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._cv.wait()
+                path, text = self._pending.popitem()
+                self._busy = True
+            try:
+                storage.write_text(path, text)
+            except OSError:  # the storage is gone: the probes say so and end the search
+                pass
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every upload asked for is written (True), or `timeout` seconds (default: twice the
+        write probe's) pass or the storage is known to be gone (False)."""
+        limit = time.monotonic() + (2 * storage.PROBE_TIMEOUT_S if timeout is None else timeout)
+        with self._cv:
+            while (self._pending or self._busy) and not self.down:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 1.0))
+            return not self.down
 
     def _check(self) -> None:
-        problem = storage.check_writable(self.exp)
+        problem = self.problem or storage.check_writable(self.exp)
         if problem:
             self.down = True
+            if self._stop is not None:
+                self._stop.set()
             raise StorageDown(problem)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            problem = storage.check_writable(self.exp)
+            if problem and not self._stop.is_set():
+                self.problem = problem  # the search's loop raises StorageDown at its next step ...
+                # ... unless it is stuck in a call to the storage itself: pyarrow holds a lock while any
+                # request hangs, and even creating a filesystem object (as Ray does for each new trial) waits
+                if not self._stop.wait(max(10.0, 2 * storage.PROBE_TIMEOUT_S)) and last_resort is not None:
+                    self.down = True
+                    last_resort(problem)
+                return
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._stop is None and storage.is_uri(self.exp) and self.every_s > 0:
+            import threading
+
+            self._stop = threading.Event()
+            threading.Thread(target=self._watch, name="birdtune-storage-watch", daemon=True).start()
+        if self.problem:
+            self._check()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._check()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._check()
+
+    def on_experiment_end(self, trials, **info):
+        if self._stop is not None:
+            self._stop.set()
 
 
 class RepairCheckpoints(tune.Callback):

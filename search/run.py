@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from search import cli, cluster, export, layout, plan, revalidate, storage, tuning
 from search.results import Outcome
@@ -42,12 +43,15 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     except plan.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from search import records
+
+    records.last_resort = lambda problem: _lost(p, problem, at_once=True)
     try:
         out, interrupted = search(p, c, hooks)
     except StorageLost as e:
-        print(f"error: the storage {storage.display(p.options.exp)} stopped answering during the search ({e}); "
-              f"the search stopped there. When it answers again, continue with  {resume_command(p)}", file=sys.stderr)
-        return 1
+        return _lost(p, str(e))
+    finally:
+        records.last_resort = None
     if p.options.log_to:
         from search import tracking
 
@@ -64,6 +68,62 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
 
 class StorageLost(RuntimeError):
     """The storage stopped answering during the search; the message says how."""
+
+
+storage_lost = False  # set by main() when it ended the search on a lost storage
+
+
+def _lost(p: plan.Plan, problem: str, at_once: bool = False) -> int:
+    """The one message for a storage that stopped answering; with at_once (from records.StorageWatch's
+    thread, when the search's loop is itself stuck in a call to that storage) the process ends here."""
+    global storage_lost
+    storage_lost = True
+    print(f"error: the storage {storage.display(p.options.exp)} stopped answering during the search ({problem}); "
+          f"the search stopped there. When it answers again, continue with  {resume_command(p)}", file=sys.stderr)
+    if at_once:
+        end_process(1)
+    return 1
+
+
+def end_process(code: int) -> None:
+    """End the process with main()'s exit code. After a lost storage, at once, the local Ray cluster
+    stopped first: pyarrow holds a lock while any request to the storage hangs (Ray's background uploads
+    retry for minutes), which would keep the process open in its S3 finalizer."""
+    if not storage_lost:
+        sys.exit(code)
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "ray" in sys.modules:
+        import ray
+
+        stopper = threading.Thread(target=ray.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(30)
+    _stop_children()
+    os._exit(code)
+
+
+def _stop_children() -> None:
+    """SIGTERM to what this process started and is still running (the local Ray cluster's agents, if
+    ray.shutdown could not stop them)."""
+    import signal
+
+    def children(pid: int) -> list[int]:
+        out = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return out + [g for c in out for g in children(c)]
+
+    for pid in children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
 
 
 def resume_command(p: plan.Plan) -> str:
@@ -90,10 +150,12 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
                     tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
-    except Exception as e:  # Ray wraps what a callback raised (records.StorageDown) in a TuneError
+    except Exception as e:  # records.StorageDown, raised by a callback: as is, or wrapped in Ray's TuneError
         import re
 
-        down = re.search(r"StorageDown: (.+)", f"{e}")
+        from search.records import StorageDown
+
+        down = re.search(r"StorageDown: (.+)", f"{type(e).__name__}: {e}" if isinstance(e, StorageDown) else f"{e}")
         if down:
             raise StorageLost(down.group(1).strip()) from None
         raise
@@ -134,4 +196,4 @@ def print_summary(out: Outcome, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# The demo cache lives in a fresh folder per test session unless the caller chose one.
-os.environ.setdefault("BIRDTUNE_CACHE", tempfile.mkdtemp(prefix="birdtune-test-cache-"))
+# The demo cache lives in a fresh folder per test session unless the caller chose one; removed at the end.
+_OWN_CACHE = None
+if "BIRDTUNE_CACHE" not in os.environ:
+    _OWN_CACHE = os.environ["BIRDTUNE_CACHE"] = tempfile.mkdtemp(prefix="birdtune-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

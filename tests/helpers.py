@@ -25,11 +25,67 @@ def search(*args, fault: str | None = None, fault_dir=None, timeout: float = 400
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (closed again at once)."""
+def _ephemeral() -> tuple[int, int]:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+# Ports handed to servers the tests start: below the kernel's ephemeral range (where every outgoing
+# connection takes its local port, so a port found free there can be taken before the server binds it,
+# as a Ray node's did once in CI) and above Ray's default worker ports (10002-19999). 20000-23999 holds
+# the worker-port blocks of test nodes (worker_ports), the rest single ports.
+_SINGLE = (24000, min(_ephemeral()[0], 65536) - 1)
+_BLOCKS = (20000, 24000)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...: under pytest-xdist, its own share of each
+if _WORKER.startswith("gw") and _SINGLE[1] > _SINGLE[0]:
+    _i, _n = int(_WORKER[2:]), max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+    _SINGLE = (_SINGLE[0] + (_SINGLE[1] - _SINGLE[0]) * _i // _n, _SINGLE[0] + (_SINGLE[1] - _SINGLE[0]) * (_i + 1) // _n - 1)
+    _BLOCKS = (_BLOCKS[0] + (_BLOCKS[1] - _BLOCKS[0]) * _i // _n, _BLOCKS[0] + (_BLOCKS[1] - _BLOCKS[0]) * (_i + 1) // _n)
+_taken: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (closed again at once), outside the ephemeral range and never
+    the same twice in one test session."""
+    import random
+
+    lo, hi = _SINGLE
+    if hi <= lo:  # an unusual ip_local_port_range: the kernel's choice
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(1000):
+        port = random.randint(lo, hi)
+        if port not in _taken and _bindable(port):
+            _taken.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {lo}-{hi}")
+
+
+def worker_ports(n: int = 200) -> tuple[int, int]:
+    """A block of n free ports for one Ray node's workers (--min-worker-port/--max-worker-port)."""
+    import random
+
+    starts = list(range(_BLOCKS[0], _BLOCKS[1] - n + 1, n))
+    random.shuffle(starts)
+    for start in starts:
+        block = range(start, start + n)
+        if not _taken.intersection(block) and all(_bindable(p) for p in block):
+            _taken.update(block)
+            return start, start + n - 1
+    raise RuntimeError(f"no block of {n} free loopback ports in {_BLOCKS[0]}-{_BLOCKS[1] - 1}")
 
 
 def listening(port: int) -> bool:

@@ -23,12 +23,10 @@ RAY = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, activa
 
 def node_ports() -> list[str]:
     """Every port a node opens, free ones, so that two nodes share one machine."""
-    lo = helpers.free_port()
     flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-    out = [x for f in flags for x in (f"{f}={helpers.free_port()}",)]
-    base = 20000 + (lo % 20000)  # a private worker port range per node
-    return out + [f"--min-worker-port={base}", f"--max-worker-port={base + 199}"]
+    lo, hi = helpers.worker_ports()  # a private worker port range per node
+    return [f"{f}={helpers.free_port()}" for f in flags] + [f"--min-worker-port={lo}", f"--max-worker-port={hi}"]
 
 
 class Cluster:
@@ -46,11 +44,16 @@ class Cluster:
 
     def add_worker(self) -> None:
         """A second node, joined as on another machine: `ray start --address`."""
-        self.worker = subprocess.Popen(
-            [RAY, "start", "--block", f"--address=127.0.0.1:{self.port}", "--node-ip-address=127.0.0.1",
-             "--num-cpus=1", *node_ports()],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        assert helpers.wait_for(lambda: self.alive_nodes() == 2, 120), "the second node did not join"
+        log = Path(self.tmp) / "worker.log"
+        with open(log, "w") as out:
+            self.worker = subprocess.Popen(
+                [RAY, "start", "--block", f"--address=127.0.0.1:{self.port}", "--node-ip-address=127.0.0.1",
+                 "--num-cpus=1", *node_ports()],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        joined = helpers.wait_for(lambda: self.alive_nodes() == 2, 120)
+        raylets = sorted(Path(self.tmp).glob("session_latest/logs/raylet*.err"))
+        assert joined, ("the second node did not join; `ray start` printed:\n" + log.read_text()[-3000:]
+                        + "".join(f"\n{p.name}:\n{p.read_text()[-1500:]}" for p in raylets))
 
     def alive_nodes(self) -> int:
         r = subprocess.run([RAY, "list", "nodes", "--address", f"http://127.0.0.1:{self.dashboard}", "--format", "json"],

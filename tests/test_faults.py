@@ -37,59 +37,91 @@ def progress_epochs(store, name, trial_id) -> list[int]:
     return pd.read_json(trial_dir / "result.json", lines=True)["epoch"].tolist()
 
 
-@pytest.mark.parametrize("kind", ["crash", "oom"])
-def test_a_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path, kind):
-    # one trial at a time: the first trial reaches every ASHA rung alone, so ASHA never stops it
-    r = search(tmp_path, kind, "--num-samples", "3", "--concurrency", "1", fault=f"{kind}@lr={WARM_LR};after=2;times=1", fault_dir=tmp_path)
+# One search, one trial at a time, no early stopping, each fault aimed at its own trial (by launch order):
+# trial 0 diverges (the space's warm-start point, which wins this search when it trains), 1 crashes and 2
+# runs out of memory once each after epoch 2, 3 crashes after every epoch from 1 on, 4 trains untouched.
+FAULTS = "diverge@trial=0|crash@trial=1;after=2|oom@trial=2;after=2|crash@trial=3;after=1;times=99"
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    store = tmp_path_factory.mktemp("faults")
+    r = search(store, "f", "--num-samples", "5", "--concurrency", "1", "--scheduler", "none", "--max-failures", "1",
+               fault=FAULTS, fault_dir=store)
+    return store, r, trials(store, "f")
+
+
+@pytest.mark.parametrize("kind,index", [("crash", 1), ("oom", 2)])
+def test_a_crashed_trial_is_retried_from_its_last_checkpoint(faulty, kind, index):
+    store, r, table = faulty
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = trials(tmp_path, kind)
-    first = table[table.trial_index == 0].iloc[0]
-    assert first["status"] == "completed" and first["epochs"] == SMOKE.epochs
-    assert (tmp_path / f"fault-lr-{WARM_LR}").read_text() == "x"  # it did fail once
+    trial = table[table.trial_index == index].iloc[0]
+    assert trial["status"] == "completed" and trial["epochs"] == SMOKE.epochs, table
+    assert (store / f"fault-trial-{index}").read_text() == "x"  # it did fail once
     # resumed after epoch 2, not restarted: epochs 1, 2, 3 reported once each
-    assert progress_epochs(tmp_path, kind, first["trial_id"]) == [1, 2, 3]
-    assert len(table) == 3 and "errored" not in set(table.status)
+    assert progress_epochs(store, "f", trial["trial_id"]) == [1, 2, 3]
+    assert len(table) == 5
 
 
-def test_a_trial_that_keeps_failing_is_recorded_as_errored_and_the_search_goes_on(tmp_path):
-    r = search(tmp_path, "keeps", "--num-samples", "3", "--max-failures", "1", "--concurrency", "1",
-               fault=f"crash@lr={WARM_LR};after=1;times=99", fault_dir=tmp_path)
-    table = trials(tmp_path, "keeps")
-    first = table[table.trial_index == 0].iloc[0]
-    assert first["status"] == "errored" and "injected crash" in first["error"]
-    assert (tmp_path / f"fault-lr-{WARM_LR}").read_text() == "xx"  # first try + one retry
-    assert (table[table.trial_index > 0].status != "errored").all() and len(table) == 3
+def test_a_trial_that_keeps_failing_is_recorded_as_errored_and_the_search_goes_on(faulty):
+    store, r, table = faulty
+    trial = table[table.trial_index == 3].iloc[0]
+    assert trial["status"] == "errored" and "injected crash" in trial["error"]
+    assert (store / "fault-trial-3").read_text() == "xx"  # first try + one retry (--max-failures 1)
+    assert (table[table.trial_index != 3].status != "errored").all() and len(table) == 5
+    assert (table[table.trial_index == 4].status == "completed").all()  # the search went on after it
     assert r.returncode == 0 and "1 errored" in r.stdout
-    assert "trial 0 errored: RuntimeError: injected crash after epoch 1" in r.stdout  # the reason, one line
+    assert "trial 3 errored: RuntimeError: injected crash after epoch 1" in r.stdout  # the reason, one line
 
 
-def test_a_diverging_trial_is_stopped_recorded_and_never_wins(tmp_path):
-    r = search(tmp_path, "nan", "--num-samples", "3", "--concurrency", "1", fault=f"diverge@lr={WARM_LR}", fault_dir=tmp_path)
+def test_a_diverging_trial_is_stopped_recorded_and_never_wins(faulty):
+    store, r, table = faulty
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = trials(tmp_path, "nan")
     first = table[table.trial_index == 0].iloc[0]
-    assert first["status"] == "diverged" and first["epochs"] == 1
+    assert first["status"] == "diverged" and first["epochs"] == 1 and first["lr"] == pytest.approx(WARM_LR)
     from core.config import TrainConfig
 
-    best = TrainConfig.load(tmp_path / "nan" / "best" / "config.yaml")
+    best = TrainConfig.load(store / "f" / "best" / "config.yaml")
     assert best.lr != WARM_LR
 
 
-def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
-    exp = tmp_path / "kill"
-    proc = search(tmp_path, "kill", "--num-samples", "8", "--concurrency", "1", start_new_session=True)
-    # kill -9 the driver and its local Ray cluster once two trials have finished
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """One search stopped twice: Ctrl-C once its first trial reported, then resumed and killed -9 (the
+    driver and its local Ray cluster) once three trials have results, then resumed to the end."""
+    store = tmp_path_factory.mktemp("interrupted")
+    exp = store / "ck"
+    proc = search(store, "ck", "--num-samples", "8", "--concurrency", "1", start_new_session=True)
+    assert wait_for(lambda: any(exp.glob("*/result.json")), 240)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    ctrl_c = {"code": proc.returncode, "out": out, "table": (exp / "trials.csv").is_file() and trials(store, "ck")}
+    proc = search(store, "ck", "--resume", start_new_session=True)
     finished = lambda: sum(1 for p in exp.glob("*/result.json") if len(p.read_text().splitlines()) >= 1) >= 3  # noqa: E731
     assert wait_for(finished, 240), "no trial finished in time"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    r = search(tmp_path, "kill", "--resume")
+    r = search(store, "ck", "--resume")
+    return exp, ctrl_c, r
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(interrupted):
+    exp, ctrl_c, r = interrupted
+    assert ctrl_c["code"] in (1, 130), ctrl_c["out"][-3000:]
+    assert "--name ck --resume" in ctrl_c["out"]
+    assert ctrl_c["table"] is not False and 1 <= len(ctrl_c["table"]) < 8  # its trials, written at the stop
+    assert r.returncode == 0 and len(trials(exp.parent, "ck")) == 8
+    assert_study_matches(exp, trials(exp.parent, "ck"))
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_trials(interrupted):
+    exp, _, r = interrupted
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = trials(tmp_path, "kill")
+    table = trials(exp.parent, "ck")
     assert len(table) == 8 and sorted(table.trial_index) == list(range(8))
     assert set(table.status) <= {"completed", "stopped_early"}
     for trial_id in table.trial_id:  # restarted trials continued from their checkpoints: no epoch twice
-        epochs = progress_epochs(tmp_path, "kill", trial_id)
+        epochs = progress_epochs(exp.parent, "ck", trial_id)
         assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
     assert_study_matches(exp, table)
     # no amnesia: ASHA's rungs were rebuilt on --resume, so it stopped the trials an uninterrupted search
@@ -108,20 +140,6 @@ def assert_study_matches(exp, table):
     assert all(t.state.is_finished() for t in study.trials), [t.state for t in study.trials]
     got = sorted((round(t.params["lr"], 12), round(t.params["drop_rate"], 12)) for t in study.trials)
     assert got == sorted((round(a, 12), round(b, 12)) for a, b in zip(table.lr, table.drop_rate))
-
-
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
-    exp = tmp_path / "int"
-    proc = search(tmp_path, "int", "--num-samples", "8", "--concurrency", "1", start_new_session=True)
-    assert wait_for(lambda: any(exp.glob("*/result.json")), 240)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode in (1, 130), out[-3000:]
-    assert "--name int --resume" in out
-    assert (exp / "trials.csv").is_file()
-    r = search(tmp_path, "int", "--resume")
-    assert r.returncode == 0 and len(trials(tmp_path, "int")) == 8
-    assert_study_matches(exp, trials(tmp_path, "int"))
 
 
 NODE_LOSS = r'''

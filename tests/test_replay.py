@@ -22,18 +22,28 @@ needs_lcbench = pytest.mark.skipif(not (lcbench.DEFAULT_DIR / "model.onnx").is_f
                                    reason=f"the LCBench surrogate is not in {lcbench.DEFAULT_DIR}")
 
 
+SEEDS, TRIALS, TASK = [0, 1], 8, "3945"
+
+
+@pytest.fixture(scope="module")
+def ray_traces() -> dict[int, list]:
+    """Both seeds' real searches, run in one Ray instance."""
+    r = subprocess.run([sys.executable, str(BENCH / "ray_trace.py"), "--task", TASK, "--seed",
+                        ",".join(map(str, SEEDS)), "--trials", str(TRIALS)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return {int(line.split(" ", 2)[1]): json.loads(line.split(" ", 2)[2])
+            for line in r.stdout.splitlines() if line.startswith("TRACE ")}
+
+
 @needs_lcbench
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_replay_suggests_and_stops_as_a_real_ray_search(seed):
+@pytest.mark.parametrize("seed", SEEDS)
+def test_replay_suggests_and_stops_as_a_real_ray_search(ray_traces, seed):
     """A real Tuner (birdtune's default searcher and scheduler, one worker, a trainable answering from the
     surrogate) and the replay of the same seed: the same configs in the same order, each trial stopped at the
     same epoch."""
-    trials, task = 8, "3945"
-    r = subprocess.run([sys.executable, str(BENCH / "ray_trace.py"), "--task", task, "--seed", str(seed),
-                        "--trials", str(trials)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    real = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("TRACE "))[6:])
+    trials, task = TRIALS, TASK
+    real = ray_traces[seed]
     sim = replay.simulate("birdtune", "lcbench", task, trials, 1, seed, trace=True)["trace"]
     assert len(real) == len(sim) == trials
     for i, (ray_trial, (_, config, epochs)) in enumerate(zip(real, sim)):

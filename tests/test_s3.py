@@ -44,46 +44,12 @@ def trial_epochs(s3, prefix: str) -> dict[str, list[int]]:
     return out
 
 
-@pytest.mark.parametrize("form", ["AWS_ENDPOINT_URL", "endpoint_override"])
-def test_a_search_writes_everything_to_the_bucket_and_what_it_prints_runs(s3, tmp_path, form):
-    query = form == "endpoint_override"
-    env = s3.env(endpoint_env=not query)
-    store = s3.uri(f"runs-{form}", query=query)
-    r = helpers.search("--storage-path", store, "--name", "e", "--num-samples", "3", env=env, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    keys = set(s3.keys(f"runs-{form}/e/"))
-    for name in ("search.yaml", "trials.csv", "trials.parquet", "curves.csv", "report.html", "optuna.db",
-                 "best/config.yaml", "best/model.pt", "best/classes.txt"):
-        assert f"runs-{form}/e/{name}" in keys, name
-    assert len(pd.read_csv(io.BytesIO(s3.read(f"runs-{form}/e/trials.csv")))) == 3
-    # the retrain command, as printed, from another folder
-    retrain = next(ln for ln in r.stdout.splitlines() if ln.startswith("exported: ")).split("(retrain: ", 1)[1]
-    retrain = retrain.rsplit("), ", 2)[0]
-    assert retrain.startswith("python -m core.train --config ")
-    t = run_printed(retrain + " --set epochs=1 --quiet", env, tmp_path)
-    assert t.returncode == 0 and "done: status ok" in t.stdout, t.stderr
-    # search.export rewrites the outputs from the bucket
-    before = s3.read(f"runs-{form}/e/trials.csv")
-    s3.client().delete_object(Bucket=s3.bucket, Key=f"runs-{form}/e/trials.csv")
-    x = subprocess.run([sys.executable, "-m", "search.export", s3.uri(f"runs-{form}/e", query=query)],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert x.returncode == 0, x.stderr
-    assert s3.read(f"runs-{form}/e/trials.csv") == before
-    # and a search that starts from the exported model, read from the bucket on every trial
-    model = s3.uri(f"runs-{form}/e/best/model.pt", query=query)
-    r2 = helpers.search("--storage-path", tmp_path / "local", "--name", "init", "--num-samples", "2",
-                        "--set", f"init_checkpoint={model}", env=env, cwd=tmp_path)
-    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
-    assert f"init_checkpoint: {model}" in (tmp_path / "local" / "init" / "search.yaml").read_text()
-
-
-def test_a_killed_driver_resumes_from_the_bucket_in_another_folder_and_machine(s3, tmp_path):
-    """SIGKILL mid-search, then --resume from elsewhere: exactly --num-samples trials, none lost or repeated,
-    and the Optuna study continued (the local file gone, as on another machine: fetched from the bucket)."""
+@pytest.fixture(scope="module")
+def killed(s3, tmp_path_factory):
+    """A search killed (SIGKILL) mid-search, then resumed from another folder, its local Optuna file gone as
+    on another machine (AWS_ENDPOINT_URL names the server); returns the two folders and the resume."""
     env = s3.env()
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
+    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
     store = s3.uri("kill")
     proc = helpers.search("--storage-path", store, "--name", "k", "--num-samples", "8", "--concurrency", "1",
                           env=env, cwd=first, popen=True, start_new_session=True)
@@ -100,6 +66,55 @@ def test_a_killed_driver_resumes_from_the_bucket_in_another_folder_and_machine(s
         r = helpers.search("--storage-path", store, "--name", "k", "--resume", env=env, cwd=second, timeout=240)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"--resume did not finish: {(e.stdout or b'')[-3000:]!r} {(e.stderr or b'')[-3000:]!r}")
+    return first, second, r
+
+
+def searched(s3, form: str, killed, tmp_path_factory):
+    """(prefix, env, query, the search's output): with AWS_ENDPOINT_URL the killed and resumed search above,
+    with pyarrow's ?endpoint_override= form a search of its own."""
+    query = form == "endpoint_override"
+    env = s3.env(endpoint_env=not query)
+    if not query:
+        return "kill/k", env, query, killed[2]
+    r = helpers.search("--storage-path", s3.uri(f"runs-{form}", query=True), "--name", "e", "--num-samples", "3",
+                       env=env, cwd=tmp_path_factory.mktemp("e"))
+    return f"runs-{form}/e", env, query, r
+
+
+@pytest.mark.parametrize("form", ["AWS_ENDPOINT_URL", "endpoint_override"])
+def test_a_search_writes_everything_to_the_bucket_and_what_it_prints_runs(s3, killed, tmp_path_factory, tmp_path, form):
+    prefix, env, query, r = searched(s3, form, killed, tmp_path_factory)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    keys = set(s3.keys(f"{prefix}/"))
+    for name in ("search.yaml", "trials.csv", "trials.parquet", "curves.csv", "report.html", "optuna.db",
+                 "best/config.yaml", "best/model.pt", "best/classes.txt"):
+        assert f"{prefix}/{name}" in keys, name
+    assert len(pd.read_csv(io.BytesIO(s3.read(f"{prefix}/trials.csv")))) == (3 if query else 8)
+    # the retrain command, as printed, from another folder
+    retrain = next(ln for ln in r.stdout.splitlines() if ln.startswith("exported: ")).split("(retrain: ", 1)[1]
+    retrain = retrain.rsplit("), ", 2)[0]
+    assert retrain.startswith("python -m core.train --config ")
+    t = run_printed(retrain + " --set epochs=1 --quiet", env, tmp_path)
+    assert t.returncode == 0 and "done: status ok" in t.stdout, t.stderr
+    # search.export rewrites the outputs from the bucket
+    before = s3.read(f"{prefix}/trials.csv")
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"{prefix}/trials.csv")
+    x = subprocess.run([sys.executable, "-m", "search.export", s3.uri(prefix, query=query)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert x.returncode == 0, x.stderr
+    assert s3.read(f"{prefix}/trials.csv") == before
+    # and a search that starts from the exported model, read from the bucket on every trial
+    model = s3.uri(f"{prefix}/best/model.pt", query=query)
+    r2 = helpers.search("--storage-path", tmp_path / "local", "--name", "init", "--num-samples", "1",
+                        "--set", f"init_checkpoint={model}", env=env, cwd=tmp_path)
+    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
+    assert f"init_checkpoint: {model}" in (tmp_path / "local" / "init" / "search.yaml").read_text()
+
+
+def test_a_killed_driver_resumes_from_the_bucket_in_another_folder_and_machine(s3, killed, tmp_path):
+    """SIGKILL mid-search, then --resume from elsewhere: exactly --num-samples trials, none lost or repeated,
+    and the Optuna study continued (the local file gone, as on another machine: fetched from the bucket)."""
+    _, second, r = killed
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the copy from" in r.stdout
     table = pd.read_csv(io.BytesIO(s3.read("kill/k/trials.csv")))
@@ -140,6 +155,13 @@ def test_bad_storage_is_refused_in_seconds_in_one_line(s3, tmp_path):
     finally:
         silent.close()
     assert not any(k.startswith("x/") for k in s3.keys(""))  # nothing written
+    # a local Optuna study left by an earlier search of that name whose results are not in the bucket
+    (tmp_path / "results" / "stale").mkdir(parents=True)
+    (tmp_path / "results" / "stale" / "optuna.db").write_bytes(b"")
+    r = helpers.search("--storage-path", s3.uri("y"), "--name", "stale", env=s3.env(), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: the Optuna study {tmp_path}/results/stale/optuna.db is left from an earlier search named 'stale' whose "
+        f"results are not in s3://{s3.bucket}/y; a new search would continue it: remove it or pick another --name"], r.stderr
 
 
 def test_a_storage_outage_ends_the_search_with_one_message_and_resume_finishes_it(tmp_path):
@@ -148,14 +170,16 @@ def test_a_storage_outage_ends_the_search_with_one_message_and_resume_finishes_i
     --resume completes with every trial."""
     server = s3server.start("outage")
     try:
-        # the waits shortened as a user can: the write probe (default 20 s), Ray's state upload (120 s)
-        env = {**server.env(), "BIRDTUNE_PROBE_TIMEOUT_S": "5", "BIRDTUNE_SYNC_TIMEOUT_S": "20"}
+        # the waits shortened as a user can: the storage checked every 5 s (default 60 s), the write probe
+        # (default 20 s), Ray's state upload (120 s)
+        env = {**server.env(), "BIRDTUNE_STORAGE_CHECK_S": "5", "BIRDTUNE_PROBE_TIMEOUT_S": "5",
+               "BIRDTUNE_SYNC_TIMEOUT_S": "20"}
         store = server.uri("o")
-        proc = helpers.search("--storage-path", store, "--name", "o", "--num-samples", "8", "--concurrency", "1",
+        proc = helpers.search("--storage-path", store, "--name", "o", "--num-samples", "4", "--concurrency", "1",
                               env=env, cwd=tmp_path, popen=True, start_new_session=True)
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-        assert helpers.wait_for(lambda: sum("/8 trial" in ln for ln in lines) >= 2, 240, every=0.2), "".join(lines)
+        assert helpers.wait_for(lambda: sum("/4 trial" in ln for ln in lines) >= 2, 240, every=0.2), "".join(lines)
         server.pause()
         t0 = time.time()
         try:
@@ -164,13 +188,14 @@ def test_a_storage_outage_ends_the_search_with_one_message_and_resume_finishes_i
             server.resume()
         took = time.time() - t0
         out = "".join(lines)
-        assert proc.returncode == 1 and took < 240, (proc.returncode, took, out[-3000:])
+        # found by the check every 5 s and its 5 s probe, then the process ends at once
+        assert proc.returncode == 1 and took < 90, (proc.returncode, took, out[-3000:])
         assert "Traceback" not in out and "stopped answering during the search" in out, out[-3000:]
         assert "python -m search.run --name o --resume --storage-path s3://outage/o" in out
         r = helpers.search("--storage-path", store, "--name", "o", "--resume", env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         table = pd.read_csv(io.BytesIO(server.read("o/o/trials.csv")))
-        assert len(table) == 8 and set(table.status) <= {"completed", "stopped_early"}, table
+        assert len(table) == 4 and set(table.status) <= {"completed", "stopped_early"}, table
         epochs = trial_epochs(server, "o/o/")
         assert all(e == list(range(1, len(e) + 1)) for e in epochs.values()), epochs
     finally:

@@ -103,7 +103,7 @@ def test_a_search_logged_to_mlflow_tensorboard_and_wandb(mlflow_server, tmp_path
     seen = set()
     for path in runs:
         run = _wandb_run(path)
-        assert run["project"] == "birds" and run["group"] == "t" and run["exited"], {k: run[k] for k in ("project", "group")}
+        assert run["project"] == "birds" and run["group"] == "t" and run["exited"], (path, path.stat().st_size, run)
         trial_id = json.loads(run["config"]["trial_id"])
         folder = next(p for p in exp.iterdir() if p.is_dir() and trial_id in p.name)
         logged = pd.read_json(folder / "result.json", lines=True)
@@ -141,11 +141,12 @@ def _wandb_records(path: Path):
 def _wandb_run(path: Path) -> dict:
     from wandb.proto import wandb_internal_pb2
 
-    run = {"config": {}, "cmap": [], "exited": False, "project": None, "group": None}
+    run = {"config": {}, "cmap": [], "exited": False, "project": None, "group": None, "records": []}
     for raw in _wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(raw)
         kind = rec.WhichOneof("record_type")
+        run["records"].append(kind)  # what the file held, for a failure's message
         if kind == "run":
             run["project"], run["group"] = rec.run.project, rec.run.run_group
             run["config"].update({i.key: i.value_json for i in rec.run.config.update})

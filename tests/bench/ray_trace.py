@@ -1,11 +1,12 @@
 """A real Ray Tune search on the LCBench surrogate, printed as the trace the replay makes: each trial's config
 and last epoch, in launch order. tests/test_replay.py compares the two.
 
-    python tests/bench/ray_trace.py --task 3945 --seed 0 --trials 8 [--lcbench-dir PATH]
+    python tests/bench/ray_trace.py --task 3945 --seed 0[,1,...] --trials 8 [--lcbench-dir PATH]
 
-One worker: a Tuner with birdtune's default searcher and scheduler (as search.tuning builds them, with the
-settings search.plan derives), max_concurrent_trials 1, and a function trainable that reports the
-surrogate's val_accuracy every epoch. Not collected by pytest.
+One worker: per seed a Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as
+search.tuning builds them, with the settings search.plan derives), max_concurrent_trials 1, and a function
+trainable that reports the surrogate's val_accuracy every epoch; one line `TRACE <seed> <json>` per seed.
+Not collected by pytest.
 """
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ def curve_trainable(config: dict, *, task: str, lcbench_dir: str | None) -> None
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--task", default="3945")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default="0", help="one seed or several, comma-separated")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--lcbench-dir")
-    p.add_argument("--storage", help="where Ray writes the experiment (default: a new temporary folder)")
+    p.add_argument("--storage", help="where Ray writes the experiments (default: a new temporary folder)")
     args = p.parse_args()
     import optuna
     import ray
@@ -52,25 +53,25 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = Surrogate(args.lcbench_dir).space()
     grace = layout.grace_period(space.grace_period, space.epochs)
-    searcher, _ = make_searcher(layout.DEFAULT_SEARCHER, space, max_t=space.epochs, seed=args.seed,
-                                study_name=f"trace-{args.seed}", db_path=None, concurrency=1,
-                                num_samples=args.trials, grace_period=grace,
-                                reduction_factor=space.reduction_factor)
-    scheduler = make_scheduler(layout.DEFAULT_SCHEDULER, max_t=space.epochs, grace_period=grace,
-                               reduction_factor=space.reduction_factor, num_samples=args.trials)
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     trainable = tune.with_parameters(curve_trainable, task=args.task, lcbench_dir=args.lcbench_dir)
     storage = args.storage or tempfile.mkdtemp(prefix="birdtune-trace-")
-    run = tune.RunConfig(name=f"trace-{args.task}-{args.seed}", verbose=0, storage_path=storage)
-    tuner = tune.Tuner(trainable, run_config=run,
-                       tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.trials,
-                                                   max_concurrent_trials=1))
-    grid = tuner.fit()
-    rows = []
-    for r in grid:  # Ray's trial folders carry the trial's number in creation order: <name>_<id>_<n>_<params>
-        n = int(re.search(r"_[0-9a-f]{8}_(\d+)_", os.path.basename(r.path)).group(1))
-        rows.append((n, dict(config=r.config, epochs=int(r.metrics_dataframe["epoch"].max()))))
-    print("TRACE " + json.dumps([row for _, row in sorted(rows, key=lambda x: x[0])]))
+    for seed in [int(s) for s in args.seed.split(",")]:
+        searcher, _ = make_searcher(layout.DEFAULT_SEARCHER, space, max_t=space.epochs, seed=seed,
+                                    study_name=f"trace-{seed}", db_path=None, concurrency=1,
+                                    num_samples=args.trials, grace_period=grace,
+                                    reduction_factor=space.reduction_factor)
+        scheduler = make_scheduler(layout.DEFAULT_SCHEDULER, max_t=space.epochs, grace_period=grace,
+                                   reduction_factor=space.reduction_factor, num_samples=args.trials)
+        run = tune.RunConfig(name=f"trace-{args.task}-{seed}", verbose=0, storage_path=storage)
+        tuner = tune.Tuner(trainable, run_config=run,
+                           tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                                       num_samples=args.trials, max_concurrent_trials=1))
+        rows = []
+        for r in tuner.fit():  # Ray's trial folders carry the trial's number in creation order: <name>_<id>_<n>_<params>
+            n = int(re.search(r"_[0-9a-f]{8}_(\d+)_", os.path.basename(r.path)).group(1))
+            rows.append((n, dict(config=r.config, epochs=int(r.metrics_dataframe["epoch"].max()))))
+        print(f"TRACE {seed} " + json.dumps([row for _, row in sorted(rows, key=lambda x: x[0])]), flush=True)
     if not args.storage:
         shutil.rmtree(storage, ignore_errors=True)
     return 0
