@@ -3,6 +3,7 @@ with `ray start --address` (one CPU each, distinct ports, token authentication o
 server on loopback). A search submitted with `ray job submit`; a search joined with --address that loses
 a node midway."""
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -58,8 +59,6 @@ class Cluster:
     def alive_nodes(self) -> int:
         r = subprocess.run([RAY, "list", "nodes", "--address", f"http://127.0.0.1:{self.dashboard}", "--format", "json"],
                            capture_output=True, text=True, env=self.env, timeout=60)
-        import json
-
         try:
             return sum(1 for n in json.loads(r.stdout) if n.get("state") == "ALIVE")
         except ValueError:  # 'No resource in the cluster' while it starts
@@ -170,7 +169,7 @@ def test_four_trials_share_a_declared_gpu(tmp_path):
     assert "4 trials of up to 8 epochs, 4 at a time (1 CPU, 0.25 GPU each" in r.stdout, r.stdout[:2000]
     spans = []
     for log in (tmp_path / "r" / "g").glob("*/result.json"):
-        rows = pd.read_json(log, lines=True, convert_dates=False)  # timestamp: Unix seconds
+        rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])  # timestamp: Unix s
         assert rows["epoch"].tolist() == list(range(1, 9)) and set(rows["cuda_visible_devices"].astype(str)) == {"0"}
         spans.append((rows["timestamp"].iloc[0] - rows["time_this_iter_s"].iloc[0], rows["timestamp"].iloc[-1]))
     assert len(spans) == 4
