@@ -10,17 +10,18 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 import spaces
-from core.checkpoint import CheckpointError
 from core.config import ConfigError, TrainConfig, parse_set
-from core.data import DataError, DecodedData, class_names, dataset_info, load_data, read_table
-from core.model import ModelError
+from core.errors import CheckpointError, DataError, ModelError
 from search import layout, storage
 from search.cli import SPEC_FLAGS
+
+if TYPE_CHECKING:  # core.data imports torch: loaded where the data is read, after the cheap checks
+    from core.data import DecodedData
 
 
 class UsageError(ValueError):
@@ -186,6 +187,8 @@ def make(args: argparse.Namespace) -> Plan:
     cfg = TrainConfig.from_dict(base)
     for point in space.points:
         TrainConfig.from_dict({**base, **point})  # a warm-start value out of range fails here, not in trial 1
+    from core.data import class_names, dataset_info, read_table
+
     if not on_demo:
         read_table(cfg.csv, cfg.num_classes)  # the CSV's own problems first (seconds, no decoding)
     check_model(cfg)
@@ -429,6 +432,8 @@ def check_model(cfg: TrainConfig) -> None:
 def load(cfg: TrainConfig) -> DecodedData:
     """Every image decoded once into the node's image cache (or found there whole), with a line saying
     how big the images are, where they live and what getting them ready cost."""
+    from core.data import load_data
+
     data = load_data(cfg.csv, cfg.img_size, cfg.num_classes, progress=True, memory_limit_gb=cfg.memory_limit_gb,
                      image_cache=cfg.image_cache, fold=cfg.fold)
     print(describe(data, cfg.memory_limit_gb))

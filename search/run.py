@@ -15,9 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from search import cli, cluster, export, layout, plan, revalidate, storage, tuning
-from search.results import Outcome
-from search.trainable import TrialHooks
+from typing import TYPE_CHECKING
+
+# the command line, the plan and the cluster start import nothing heavy: bad input is refused in about a
+# second; torch, timm and Ray's Tune load once the data is read (plan.load) and the search starts
+from search import cli, cluster, layout, plan, storage
+
+if TYPE_CHECKING:
+    from search.results import Outcome
+    from search.trainable import TrialHooks
 
 
 def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
@@ -132,11 +138,14 @@ def resume_command(p: plan.Plan) -> str:
     return f"python -m search.run --name {p.options.name} --resume{extra}"
 
 
-def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, make=tuning.make_search,
+def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, make=None,
            callbacks: tuple = ()) -> tuple[Outcome, bool]:
     """search.yaml, the search's Tuner, then (if asked and the search finished) the re-validation's, then the
     outcome exported; Ctrl-C stops the Tuners and still exports. Returns the outcome and whether it was
     interrupted. `make` and `callbacks` let the benchmarks run a stock searcher and time trials."""
+    from search import export, tuning
+
+    make = make or tuning.make_search
     if not p.options.resume:
         storage.write_text(storage.join(p.options.exp, layout.META_FILE), p.spec.to_yaml())
     interrupted, found = False, None
@@ -169,6 +178,8 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
 
 
 def print_summary(out: Outcome, seconds: float) -> None:
+    from search import export, revalidate
+
     spec, table = out.spec, out.table
     print()
     print(export.format_table(table, spec.searched))
