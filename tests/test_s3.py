@@ -71,12 +71,14 @@ def killed(s3, tmp_path_factory):
 
 def searched(s3, form: str, killed, tmp_path_factory):
     """(prefix, env, query, the search's output): with AWS_ENDPOINT_URL the killed and resumed search above,
-    with pyarrow's ?endpoint_override= form a search of its own."""
+    with pyarrow's ?endpoint_override= form a search of its own, which starts from the model that search
+    exported (the URI in that form, read from the bucket by every trial)."""
     query = form == "endpoint_override"
     env = s3.env(endpoint_env=not query)
     if not query:
         return "kill/k", env, query, killed[2]
     r = helpers.search("--storage-path", s3.uri(f"runs-{form}", query=True), "--name", "e", "--num-samples", "3",
+                       "--set", f"init_checkpoint={s3.uri('kill/k/best/model.pt', query=True)}",
                        env=env, cwd=tmp_path_factory.mktemp("e"))
     return f"runs-{form}/e", env, query, r
 
@@ -103,8 +105,13 @@ def test_a_search_writes_everything_to_the_bucket_and_what_it_prints_runs(s3, ki
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert x.returncode == 0, x.stderr
     assert s3.read(f"{prefix}/trials.csv") == before
-    # and a search that starts from the exported model, read from the bucket on every trial
-    model = s3.uri(f"{prefix}/best/model.pt", query=query)
+    # and a search that starts from an exported model, read from the bucket on every trial: with the
+    # ?endpoint_override= form the search above, with AWS_ENDPOINT_URL one more from that search's model
+    if query:
+        model = s3.uri("kill/k/best/model.pt", query=True)
+        assert f"init_checkpoint: {model}" in s3.read(f"{prefix}/search.yaml").decode()
+        return
+    model = s3.uri(f"{prefix}/best/model.pt")
     r2 = helpers.search("--storage-path", tmp_path / "local", "--name", "init", "--num-samples", "1",
                         "--set", f"init_checkpoint={model}", env=env, cwd=tmp_path)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
