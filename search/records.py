@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 
 import pyarrow.fs as pafs
@@ -95,14 +96,12 @@ last_resort = None
 class StorageWatch(tune.Callback):
     """Ends the search when its storage stops answering, instead of letting every trial fail or hang on it:
     the storage is probed (a small file written and removed, seconds) when a trial fails (each attempt) and,
-    for a URI, every STORAGE_CHECK_S seconds from a thread of its own (a trial whose upload hangs may not
-    fail for many minutes, as pyarrow retries). If it does not answer, StorageDown aborts the Tuner, as a
+    for a URI, every STORAGE_CHECK_S seconds from a thread of its own, where two failed probes in a row count
+    (a trial whose upload hangs may not fail for many minutes, as pyarrow retries). If it does not answer, StorageDown aborts the Tuner, as a
     killed driver would, so that --resume continues every trial from its last checkpoint once the storage
     is back."""
 
     def __init__(self, exp: str, every_s: float = STORAGE_CHECK_S):
-        import threading
-
         self.exp, self.every_s = exp, every_s
         self.down = False  # the other records skip the storage once it is known to be gone
         self.problem: str | None = None  # what the periodic probe found
@@ -121,8 +120,6 @@ class StorageWatch(tune.Callback):
     def upload(self, path: str, text: str) -> None:
         """Write `text` to `path` from a thread of its own (a newer text for the same path replaces one
         not yet written); nothing once the storage is known to be gone."""
-        import threading
-
         if self.down:
             return
         with self._cv:
@@ -170,7 +167,8 @@ class StorageWatch(tune.Callback):
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
-            problem = storage.check_writable(self.exp)
+            # two probes in a row must fail: one slow answer is not an outage
+            problem = storage.check_writable(self.exp) and storage.check_writable(self.exp)
             if problem and not self._stop.is_set():
                 self.problem = problem  # the search's loop raises StorageDown at its next step ...
                 # ... unless it is stuck in a call to the storage itself: pyarrow holds a lock while any
@@ -182,8 +180,6 @@ class StorageWatch(tune.Callback):
 
     def on_step_begin(self, iteration, trials, **info):
         if self._stop is None and storage.is_uri(self.exp) and self.every_s > 0:
-            import threading
-
             self._stop = threading.Event()
             threading.Thread(target=self._watch, name="birdtune-storage-watch", daemon=True).start()
         if self.problem:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -48,6 +49,14 @@ def test_smoke_search_outputs(finished):
     assert "worker processes reused" in r.stdout
     assert len(trial_pids(exp)) < space.num_samples
     assert "Token authentication" not in r.stderr  # Ray's own warning: the search says what matters
+
+
+def header_of(config, lines: int) -> dict:
+    """The first `lines` comment lines of an exported config.yaml, read as the YAML they are (a trial id of
+    digits only is written quoted, so that it stays a string)."""
+    head = Path(config).read_text().splitlines()[:lines]
+    assert all(ln.startswith("# ") for ln in head), head
+    return yaml.safe_load("\n".join(ln[2:] for ln in head))
 
 
 def trial_pids(exp) -> set[int]:
@@ -141,8 +150,7 @@ def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
     demo = pd.read_csv(cfg.csv).drop_duplicates("label").sort_values("label")
     assert (exp / "best" / "classes.txt").read_text().split() == demo["label_name"].tolist()
     assert not (exp / "best" / "spectrogram.yaml").exists()  # the demo's images were not made from audio
-    head = (exp / "best" / "config.yaml").read_text().splitlines()[:2]
-    assert head == [f"# trial_index: {best['trial_index']}", f"# trial_id: {best['trial_id']}"]
+    assert header_of(exp / "best" / "config.yaml", 2) == {"trial_index": best["trial_index"], "trial_id": best["trial_id"]}
     model = checkpoint.load(exp / "best" / "model.pt")  # from the chosen config's first re-validation fold
     first = runs[runs.trial_id == chosen].sort_values("fold").iloc[0]
     assert model["metrics"]["cmap"] == pytest.approx(first["best_cmap"]) and model["config"]["fold"] == first["fold"]
@@ -176,8 +184,7 @@ def test_export_top_k_writes_the_best_trials_model_folders_for_an_ensemble(finis
         folder = copy / f"best-{i}"
         cfg = TrainConfig.load(folder / "config.yaml")
         assert cfg.lr == pytest.approx(row["lr"]) and cfg.drop_rate == pytest.approx(row["drop_rate"])
-        assert (folder / "config.yaml").read_text().splitlines()[:2] == [f"# trial_index: {row['trial_index']}",
-                                                                         f"# trial_id: {row['trial_id']}"]
+        assert header_of(folder / "config.yaml", 2) == {"trial_index": row["trial_index"], "trial_id": row["trial_id"]}
         model = checkpoint.load(folder / "model.pt")  # that trial's best-epoch weights
         assert model["metrics"]["cmap"] == pytest.approx(row["best_cmap"]) and model["epoch"] == row["best_epoch"]
         assert (folder / "classes.txt").read_text() == (copy / "best" / "classes.txt").read_text()
