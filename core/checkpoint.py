@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from core.errors import CheckpointError  # (defined where nothing heavy is imported)
 
 FORMAT = "birdtune-checkpoint"

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 # the command line, the plan and the cluster start import nothing heavy: bad input is refused in about a
