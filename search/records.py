@@ -197,8 +197,8 @@ class StorageWatch(tune.Callback):
 
 
 class RepairCheckpoints(tune.Callback):
-    """Before a resumed search starts its trials: a trial whose recorded checkpoint is gone continues from
-    its newest one still in storage.
+    """Before a resumed search starts its trials: a trial whose recorded checkpoint is gone, or older than
+    the one its last recorded result names, continues from that one (or its newest still in storage).
 
     Ray deletes a trial's older checkpoints (beyond tuning.KEEP_CHECKPOINTS) as soon as it reports a new
     one, while its experiment state in storage, uploaded in the background, may still name an older one. A
@@ -216,22 +216,30 @@ class RepairCheckpoints(tune.Callback):
             return
         self.done = True
         for trial in trials:
-            if trial.status in ("TERMINATED", "ERROR") or trial.checkpoint is None:
+            if trial.status in ("TERMINATED", "ERROR"):
                 continue
             # Ray offers no public way to change a restored trial's checkpoints: its manager's records are
             # what TuneController reads to restore it, and what it deletes once newer ones come
-            internals.set_checkpoints(trial, [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)])
-            if _exists(trial.checkpoint):
-                continue
+            kept = [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)]
+            current = trial.checkpoint if trial.checkpoint is not None and _exists(trial.checkpoint) else None
+            if current is not None:
+                internals.set_checkpoints(trial, kept)
             newest = self._newest(trial)
-            internals.set_checkpoints(trial, [newest] if newest else [], newest, set_latest=True)
+            if newest is None or (current is not None and _index(newest.checkpoint) <= _index(current)):
+                continue
+            # the recorded checkpoint is gone, or older than the one the trial's last result names: Ray
+            # registers a reported checkpoint in a second step (a `save` task after the `train` result), so a
+            # driver stopped in between (Ctrl-C, kill) records the previous one, and the trial would run
+            # that epoch again (twice in its curve)
+            internals.set_checkpoints(trial, ([r for r in kept if _index(r.checkpoint) < _index(newest.checkpoint)]
+                                              + [newest]), newest, set_latest=True)
 
     @staticmethod
     def _newest(trial):
         """The checkpoint the trial's last result in storage names (result.json: what the search will show
         as done), else its newest checkpoint folder; with the result that goes with it."""
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
-        found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder))
+        found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
                             if (m := re.search(r"checkpoint_(\d+)$", info.path))))
         if not found:
             return None
@@ -248,6 +256,12 @@ class RepairCheckpoints(tune.Callback):
             index, last = max(found), {}
         return internals.training_result(tune.Checkpoint(path=found[index], filesystem=fs),
                                          last or dict(trial.last_result or {}))
+
+
+def _index(checkpoint) -> int:
+    """The number in a checkpoint folder's name (checkpoint_000003 -> 3): Ray numbers them in order."""
+    m = re.search(r"checkpoint_(\d+)$", str(checkpoint.path).rstrip("/"))
+    return int(m.group(1)) if m else -1
 
 
 def _exists(checkpoint) -> bool:
