@@ -221,28 +221,32 @@ class RepairCheckpoints(tune.Callback):
             # Ray offers no public way to change a restored trial's checkpoints: its manager's records are
             # what TuneController reads to restore it, and what it deletes once newer ones come
             kept = [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)]
-            current = trial.checkpoint if trial.checkpoint is not None and _exists(trial.checkpoint) else None
-            if current is not None:
-                internals.set_checkpoints(trial, kept)
-            newest = self._newest(trial)
-            if newest is None or (current is not None and _index(newest.checkpoint) <= _index(current)):
+            gone = trial.checkpoint is not None and not _exists(trial.checkpoint)
+            current = None if trial.checkpoint is None or gone else trial.checkpoint
+            internals.set_checkpoints(trial, kept)
+            newest, named = self._newest(trial)
+            if newest is None:
                 continue
-            # the recorded checkpoint is gone, or older than the one the trial's last result names: Ray
-            # registers a reported checkpoint in a second step (a `save` task after the `train` result), so a
-            # driver stopped in between (Ctrl-C, kill) records the previous one, and the trial would run
-            # that epoch again (twice in its curve)
+            # the recorded checkpoint is gone (then the newest there is, named or not), or older than the one
+            # the trial's last recorded result names: Ray registers a reported checkpoint in a second step (a
+            # `save` task after the `train` result), so a driver stopped in between (Ctrl-C, kill) records the
+            # previous one (or none), and the trial would run that epoch again (twice in its curve). A
+            # checkpoint no recorded result names is not taken then: its epoch would be missing from the curve
+            if not gone and not (named and (current is None or _index(newest.checkpoint) > _index(current))):
+                continue
             internals.set_checkpoints(trial, ([r for r in kept if _index(r.checkpoint) < _index(newest.checkpoint)]
                                               + [newest]), newest, set_latest=True)
 
     @staticmethod
     def _newest(trial):
         """The checkpoint the trial's last result in storage names (result.json: what the search will show
-        as done), else its newest checkpoint folder; with the result that goes with it."""
+        as done), else its newest checkpoint folder; with the result that goes with it, and whether a result
+        named it. (None, False) without any."""
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
         found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
                             if (m := re.search(r"checkpoint_(\d+)$", info.path))))
         if not found:
-            return None
+            return None, False
         rows = []
         try:
             with fs.open_input_stream(f"{folder}/result.json") as f:
@@ -252,10 +256,11 @@ class RepairCheckpoints(tune.Callback):
         named = [r for r in rows if r.get("checkpoint_dir_name")]
         last = named[-1] if named else {}
         index = int(last["checkpoint_dir_name"].rsplit("_", 1)[1]) if last else None
-        if index not in found:
+        is_named = index in found
+        if not is_named:
             index, last = max(found), {}
         return internals.training_result(tune.Checkpoint(path=found[index], filesystem=fs),
-                                         last or dict(trial.last_result or {}))
+                                         last or dict(trial.last_result or {})), is_named
 
 
 def _index(checkpoint) -> int:
