@@ -243,8 +243,8 @@ class RepairCheckpoints(tune.Callback):
         as done), else its newest checkpoint folder; with the result that goes with it, and whether a result
         named it. (None, False) without any."""
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
-        found = dict(sorted((int(m.group(1)), info.path) for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-                            if (m := re.search(r"checkpoint_(\d+)$", info.path))))
+        found = dict(sorted((_number(info.path), info.path) for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+                            if _number(info.path) >= 0))
         if not found:
             return None, False
         rows = []
@@ -263,10 +263,14 @@ class RepairCheckpoints(tune.Callback):
                                          last or dict(trial.last_result or {})), is_named
 
 
-def _index(checkpoint) -> int:
-    """The number in a checkpoint folder's name (checkpoint_000003 -> 3): Ray numbers them in order."""
-    m = re.search(r"checkpoint_(\d+)$", str(checkpoint.path).rstrip("/"))
+def _number(path: str) -> int:
+    """The number in a checkpoint folder's name (checkpoint_000003 -> 3; Ray numbers them in order), or -1."""
+    m = re.search(r"checkpoint_(\d+)$", str(path).rstrip("/"))
     return int(m.group(1)) if m else -1
+
+
+def _index(checkpoint) -> int:
+    return _number(checkpoint.path)
 
 
 def _exists(checkpoint) -> bool:
