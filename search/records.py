@@ -17,14 +17,28 @@ from search import internals, layout, storage
 
 class CutTrials(tune.Callback):
     """Records the trials still running when the search ends (--time-budget, Ctrl-C) in <exp>/cut_trials.txt:
-    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference."""
+    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference. A cut
+    trial that a --resume starts again (Ray restarts the ones Ctrl-C stopped) leaves the file at once: what
+    it becomes from then on (stopped early by ASHA, say) is its own."""
 
     def __init__(self, exp: str, watch: "StorageWatch"):
         self.exp, self.watch = exp, watch
+        self.path = storage.join(exp, layout.CUT)
         self.running: set[str] = set()
+        self.cut = self._read()
+
+    def _read(self) -> set[str] | None:
+        try:
+            return set((storage.read_text(self.path) or "").split())
+        except OSError:  # read again when needed
+            return None
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        self.cut = self.cut if self.cut is not None else self._read()
+        if self.cut and trial.trial_id in self.cut:
+            self.cut.discard(trial.trial_id)
+            self._write(self.cut)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
@@ -33,13 +47,18 @@ class CutTrials(tune.Callback):
         self.running.discard(trial.trial_id)
 
     def on_experiment_end(self, trials, **info):
-        if self.running and not self.watch.down:
-            path = storage.join(self.exp, layout.CUT)
-            try:
-                before = set((storage.read_text(path) or "").split())
-                storage.write_text(path, "".join(f"{t}\n" for t in sorted(before | self.running)))
-            except OSError:  # the storage is gone (StorageWatch says so): the trials stay unfinished
-                pass
+        if self.running:
+            self.cut = self.cut if self.cut is not None else self._read()
+            if self.cut is not None:  # else the storage is gone: the trials stay unfinished
+                self._write(self.cut | self.running)
+
+    def _write(self, ids: set[str]) -> None:
+        if self.watch.down:
+            return
+        try:
+            storage.write_text(self.path, "".join(f"{t}\n" for t in sorted(ids)))
+        except OSError:  # the storage is gone (StorageWatch says so): the trials stay unfinished
+            pass
 
 
 class ResultLog(tune.Callback):

@@ -114,6 +114,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(interrupted):
     assert ctrl_c["table"] is not False and 1 <= len(ctrl_c["table"]) < 8  # its trials, written at the stop
     assert r.returncode == 0 and len(trials(exp.parent, "ck")) == 8
     assert_study_matches(exp, trials(exp.parent, "ck"))
+    # the trial Ctrl-C cut was restarted by the resume: it is no longer one the search ended around
+    cut = ctrl_c["table"].trial_id[ctrl_c["table"].status == "unfinished"].tolist()
+    assert cut and not set(cut) & set((exp / "cut_trials.txt").read_text().split())
 
 
 def test_killed_driver_resumes_without_losing_or_repeating_trials(interrupted):
