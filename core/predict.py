@@ -359,4 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from core.process import finish
+
+    finish(main())

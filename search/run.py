@@ -95,7 +95,9 @@ def end_process(code: int) -> None:
     stopped first: pyarrow holds a lock while any request to the storage hangs (Ray's background uploads
     retry for minutes), which would keep the process open in its S3 finalizer."""
     if not storage_lost:
-        sys.exit(code)
+        from core.process import finish
+
+        finish(code)
     import threading
 
     sys.stdout.flush()
