@@ -61,3 +61,45 @@ def test_perfect_predictions_and_shapes():
     assert m == {"cmap": 1.0, "cmap_present": 1.0, "accuracy": 1.0, "mean_recall": 1.0}
     with pytest.raises(ValueError, match="expected probs"):
         padded_cmap(probs[:2], labels)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_average_precision_equals_sklearns_with_ties_and_one_positive_columns(seed):
+    from core.metrics import average_precision
+
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(1, 300)), int(rng.integers(1, 12))
+    truth = (rng.random((n, c)) < rng.random(c)).astype(float)
+    truth[rng.integers(0, n, c), np.arange(c)] = 1.0  # a positive in every column
+    scores = np.round(rng.random((n, c)), int(rng.integers(1, 4)))  # rounded: runs of equal scores
+    scores[:, 0] = 0.5  # one column all ties
+    want = sklearn.metrics.average_precision_score(truth, scores, average=None)
+    assert average_precision(truth, scores) == pytest.approx(np.atleast_1d(want), abs=1e-12)
+
+
+def test_a_column_without_positives_is_scored_as_sklearn_scores_it():
+    from core.metrics import average_precision
+
+    truth, scores = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), np.array([[0.9, 0.2], [0.5, 0.4], [0.1, 0.3]])
+    with pytest.warns(UserWarning):  # sklearn's: no positive class found
+        want = sklearn.metrics.average_precision_score(truth, scores, average=None)
+    with pytest.warns(UserWarning):
+        assert average_precision(truth, scores) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_macro_recall_counts_classes_only_predicted_as_sklearn_does(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 40)
+    probs = rng.random((40, 9))  # predictions reach classes 5-8, absent from the labels
+    assert mean_recall(probs, labels) == pytest.approx(
+        sklearn.metrics.recall_score(labels, probs.argmax(1), average="macro", zero_division=0), abs=1e-12)
+
+
+def test_a_trials_worker_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = "import sys, search.trainable; print('sklearn' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stdout + r.stderr
