@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import helpers
 import s3server
@@ -153,13 +154,15 @@ def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path)
     assert len(set().union(*node_ids(s3, "nodes/n/").values())) == 2
 
 
-def test_four_trials_share_a_declared_gpu(tmp_path):
+def test_four_trials_share_a_declared_gpu_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
     """Fractional packing on this CPU machine: a head that declares one GPU, --gpus-per-trial 0.25. Ray gives
     every trial the same device (CUDA_VISIBLE_DEVICES=0); the trials train on the CPU, as torch sees no
-    CUDA (on a GPU machine each would also cap its memory at 0.25 of the GPU: tests/test_amp.py)."""
+    CUDA (on a GPU machine each would also cap its memory at 0.25 of the GPU: tests/test_amp.py). The
+    results go to a file:// URI, the storage form for a shared file system."""
     c = Cluster(helpers.ENV, num_cpus=4, num_gpus=1)
+    store = tmp_path / "r"
     try:
-        r = helpers.search("--address", f"127.0.0.1:{c.port}", "--storage-path", str(tmp_path / "r"), "--name", "g",
+        r = helpers.search("--address", f"127.0.0.1:{c.port}", "--storage-path", f"file://{store}", "--name", "g",
                            "--num-samples", "4", "--epochs", "8", "--scheduler", "none", "--gpus-per-trial", "0.25",
                            "--set", "device=cpu",  # Ray's GPU, torch's CPU: this machine has no CUDA
                            env=c.env, cwd=tmp_path, timeout=600)
@@ -167,8 +170,15 @@ def test_four_trials_share_a_declared_gpu(tmp_path):
         c.shutdown()
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "4 trials of up to 8 epochs, 4 at a time (1 CPU, 0.25 GPU each" in r.stdout, r.stdout[:2000]
+    exp = store / "g"
+    assert len(pd.read_csv(exp / "trials.csv")) == 4 and (exp / "best" / "model.pt").is_file()
+    meta = yaml.safe_load((exp / "search.yaml").read_text())
+    assert meta["space"] == "smoke" and meta["max_t"] == 8
+    # a joined cluster may lose nodes: no cached workers there (see search.cluster.reuse_actors)
+    assert "worker processes fresh per trial" in r.stdout
+    assert len({int(p) for f in exp.glob("train_trial_*/progress.csv") for p in pd.read_csv(f)["pid"]}) == 4
     spans = []
-    for log in (tmp_path / "r" / "g").glob("*/result.json"):
+    for log in exp.glob("*/result.json"):
         rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])  # timestamp: Unix s
         assert rows["epoch"].tolist() == list(range(1, 9)) and set(rows["cuda_visible_devices"].astype(str)) == {"0"}
         spans.append((rows["timestamp"].iloc[0] - rows["time_this_iter_s"].iloc[0], rows["timestamp"].iloc[-1]))

@@ -3,7 +3,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from optuna.trial import TrialState
 import spaces
 from core import checkpoint
 from core.config import TrainConfig
-from helpers import ENV, free_port, listening, search, wait_for
+from helpers import ENV, free_port, search
 from search.layout import STATUSES
 
 pytestmark = pytest.mark.slow
@@ -211,33 +210,6 @@ def test_existing_experiment_is_not_overwritten(finished):
     exp, _ = finished
     r = search("--storage-path", str(exp.parent), "--name", "e2e")
     assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
-
-
-def test_search_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
-    port = free_port()
-    short_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, activated or not
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={short_tmp}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        wait_for(lambda: listening(port), 60)
-        time.sleep(2)
-        uri = f"file://{tmp_path / 'store'}"
-        r = search("--address", f"127.0.0.1:{port}", "--storage-path", uri, "--name", "remote",
-                   "--num-samples", "3")
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        table = pd.read_csv(tmp_path / "store" / "remote" / "trials.csv")
-        assert len(table) == 3 and (tmp_path / "store" / "remote" / "best" / "model.pt").is_file()
-        meta = yaml.safe_load((tmp_path / "store" / "remote" / "search.yaml").read_text())
-        assert meta["space"] == "smoke" and meta["max_t"] == 3
-        # a joined cluster may lose nodes: no cached workers there (see search.run.reuse_actors)
-        assert "worker processes fresh per trial" in r.stdout
-        assert len(trial_pids(tmp_path / "store" / "remote")) == 3
-    finally:
-        head.terminate()
-        head.wait(timeout=90)
-        shutil.rmtree(short_tmp, ignore_errors=True)
 
 
 def test_report_renders_offline_in_a_browser_with_every_plot(finished):
