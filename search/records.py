@@ -216,16 +216,22 @@ class StorageWatch(tune.Callback):
 
 
 class RepairCheckpoints(tune.Callback):
-    """Before a resumed search starts its trials: a trial whose recorded checkpoint is gone, or older than
-    the one its last recorded result names, continues from that one (or its newest still in storage).
+    """A trial about to be restored continues after the checkpoint its last recorded result names: before
+    a resumed search starts its trials, and whenever Ray restarts a failed trial (its worker crashed, its
+    node was lost). On --resume also a trial whose recorded checkpoint is gone continues from its newest.
 
-    Ray deletes a trial's older checkpoints (beyond tuning.KEEP_CHECKPOINTS) as soon as it reports a new
-    one, while its experiment state in storage, uploaded in the background, may still name an older one. A
-    driver killed in that window leaves a state whose trials would fail to restore ('Could not recover
-    from checkpoint as it does not exist on storage anymore'; seen with S3 and one checkpoint kept). The
-    checkpoint the trial's last recorded result names is taken when it is still there (the trial then
-    continues exactly after it), else the newest (epochs after the last recorded one are then missing
-    from its curve)."""
+    Ray records a result (`train`) and registers its checkpoint in a second call to the trial (`save`): a
+    driver stopped in between (Ctrl-C, kill) or a worker or node lost in between leaves the previous
+    checkpoint registered, and the trial would run that epoch again (twice in its curve). The checkpoint is
+    in storage before its result is sent, so the one the result names is taken (an unnamed newer one is
+    not: its epoch would be missing from the curve).
+
+    Ray also deletes a trial's older checkpoints (beyond tuning.KEEP_CHECKPOINTS) as soon as it reports a
+    new one, while its experiment state in storage, uploaded in the background, may still name an older
+    one. A driver killed in that window leaves a state whose trials would fail to restore ('Could not
+    recover from checkpoint as it does not exist on storage anymore'; seen with S3 and one checkpoint
+    kept): the named one is taken when still there, else the newest (epochs after the last recorded one
+    are then missing from its curve)."""
 
     def __init__(self):
         self.done = False
@@ -235,45 +241,50 @@ class RepairCheckpoints(tune.Callback):
             return
         self.done = True
         for trial in trials:
-            if trial.status in ("TERMINATED", "ERROR"):
-                continue
-            # Ray offers no public way to change a restored trial's checkpoints: its manager's records are
-            # what TuneController reads to restore it, and what it deletes once newer ones come
-            kept = [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)]
-            gone = trial.checkpoint is not None and not _exists(trial.checkpoint)
-            current = None if trial.checkpoint is None or gone else trial.checkpoint
+            if trial.status not in ("TERMINATED", "ERROR"):
+                self._repair(trial, restored=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Ray has set the failed trial PENDING; it restores it from trial.checkpoint when it starts it again
+        self._repair(trial, restored=False)
+
+    def _repair(self, trial, restored: bool) -> None:
+        # Ray offers no public way to change a trial's checkpoints: its manager's records are what
+        # TuneController reads to restore it, and what it deletes once newer ones come
+        kept = [r for r in internals.checkpoint_results(trial) if _exists(r.checkpoint)]
+        gone = trial.checkpoint is not None and not _exists(trial.checkpoint)
+        current = None if trial.checkpoint is None or gone else trial.checkpoint
+        if restored:
             internals.set_checkpoints(trial, kept)
-            newest, named = self._newest(trial)
-            if newest is None:
-                continue
-            # the recorded checkpoint is gone (then the newest there is, named or not), or older than the one
-            # the trial's last recorded result names: Ray registers a reported checkpoint in a second step (a
-            # `save` task after the `train` result), so a driver stopped in between (Ctrl-C, kill) records the
-            # previous one (or none), and the trial would run that epoch again (twice in its curve). A
-            # checkpoint no recorded result names is not taken then: its epoch would be missing from the curve
-            if not gone and not (named and (current is None or _index(newest.checkpoint) > _index(current))):
-                continue
-            internals.set_checkpoints(trial, ([r for r in kept if _index(r.checkpoint) < _index(newest.checkpoint)]
-                                              + [newest]), newest, set_latest=True)
+        # a restored trial's last results are read from storage (what the search shows as done); a live
+        # one's from the driver's memory (a URI's result.json is uploaded only now and then)
+        newest, named = self._newest(trial, None if restored else dict(trial.last_result or {}))
+        if newest is None or not (gone and restored or named and (current is None or _index(newest.checkpoint) > _index(current))):
+            return
+        internals.set_checkpoints(trial, ([r for r in kept if _index(r.checkpoint) < _index(newest.checkpoint)]
+                                          + [newest]), newest, set_latest=True)
 
     @staticmethod
-    def _newest(trial):
-        """The checkpoint the trial's last result in storage names (result.json: what the search will show
-        as done), else its newest checkpoint folder; with the result that goes with it, and whether a result
-        named it. (None, False) without any."""
+    def _newest(trial, last: dict | None = None):
+        """The checkpoint the trial's last result names (`last`, else the last in its result.json in storage),
+        else its newest checkpoint folder; with the result that goes with it, and whether a result named
+        it. (None, False) without any."""
         fs, folder = trial.storage.storage_filesystem, trial.storage.trial_fs_path
         found = dict(sorted((_number(info.path), info.path) for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
                             if _number(info.path) >= 0))
         if not found:
             return None, False
-        rows = []
-        try:
-            with fs.open_input_stream(f"{folder}/result.json") as f:
-                rows = [json.loads(line) for line in f.readall().decode().splitlines() if line.strip()]
-        except OSError:
-            pass
-        named = [r for r in rows if r.get("checkpoint_dir_name")]
-        last = named[-1] if named else {}
+        if last is None:
+            rows = []
+            try:
+                with fs.open_input_stream(f"{folder}/result.json") as f:
+                    rows = [json.loads(line) for line in f.readall().decode().splitlines() if line.strip()]
+            except OSError:
+                pass
+            named = [r for r in rows if r.get("checkpoint_dir_name")]
+            last = named[-1] if named else {}
+        elif not last.get("checkpoint_dir_name"):
+            last = {}
         index = int(last["checkpoint_dir_name"].rsplit("_", 1)[1]) if last else None
         is_named = index in found
         if not is_named:

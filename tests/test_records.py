@@ -2,6 +2,8 @@
 test_s3 run them for real)."""
 from types import SimpleNamespace
 
+import pytest
+
 from search.records import CutTrials, StorageWatch
 
 
@@ -37,3 +39,56 @@ def test_nothing_is_written_once_the_storage_is_known_to_be_gone(tmp_path):
     watch.down = True
     cut.on_experiment_end([])
     assert not (tmp_path / "cut_trials.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_checkpoint_runs_no_epoch_twice(tmp_path):
+    """Ray records a result, then registers its checkpoint in a second call to the trial: a worker that dies
+    in between (here killed as epoch 2's result is recorded) is restarted from epoch 1's checkpoint, and
+    epoch 2 ran twice. RepairCheckpoints restores it from the checkpoint epoch 2's result names."""
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    from search.records import RepairCheckpoints
+
+    def counting(config):  # defined here: Ray ships it by value (the workers cannot import tests/)
+        """Reports epochs 1-4 with a checkpoint each, continuing after the checkpoint it is restored from."""
+        import os
+        import tempfile
+
+        from ray import tune
+
+        start = 0
+        if tune.get_checkpoint():
+            with tune.get_checkpoint().as_directory() as d:
+                start = int(open(os.path.join(d, "epoch")).read())
+        for epoch in range(start + 1, 5):
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "epoch"), "w") as fh:
+                    fh.write(str(epoch))
+                tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    class KillAtEpoch2(tune.Callback):
+        def __init__(self):
+            self.done = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result["epoch"] == 2 and not self.done:
+                self.done = True
+                ray.kill(trial.temporary_state.ray_actor)  # before Ray asks the trial for its checkpoint
+
+    def epochs(repair: bool) -> list[int]:
+        callbacks = [KillAtEpoch2()] + ([RepairCheckpoints()] if repair else [])
+        run = tune.RunConfig(name=f"r{int(repair)}", storage_path=str(tmp_path), verbose=0, callbacks=callbacks,
+                             failure_config=tune.FailureConfig(max_failures=1))
+        [result] = tune.Tuner(counting, run_config=run).fit()
+        assert not result.error and callbacks[0].done
+        return pd.read_json(f"{result.path}/result.json", lines=True)["epoch"].tolist()
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        assert epochs(repair=False) == [1, 2, 2, 3, 4]  # Ray alone: the race this callback repairs
+        assert epochs(repair=True) == [1, 2, 3, 4]
+    finally:
+        ray.shutdown()
