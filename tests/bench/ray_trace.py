@@ -3,7 +3,7 @@ and last epoch, in launch order. tests/test_replay.py compares the two.
 
     python tests/bench/ray_trace.py --task 3945 --seed 0[,1,...] --trials 8 [--lcbench-dir PATH]
 
-One worker: per seed a Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as
+One worker (its process kept from trial to trial, as birdtune's local searches keep theirs): per seed a Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as
 search.tuning builds them, with the settings search.plan derives), max_concurrent_trials 1, and a function
 trainable that reports the surrogate's val_accuracy every epoch; one line `TRACE <seed> <json>` per seed.
 Not collected by pytest.
@@ -24,12 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+_SURROGATES: dict = {}  # per worker process: a reused worker loads the ONNX model once
+
+
 def curve_trainable(config: dict, *, task: str, lcbench_dir: str | None) -> None:
     from ray import tune
 
     from lcbench import Surrogate
 
-    acc, _ = Surrogate(lcbench_dir).curves(task, [config])
+    if lcbench_dir not in _SURROGATES:
+        _SURROGATES[lcbench_dir] = Surrogate(lcbench_dir)
+    acc, _ = _SURROGATES[lcbench_dir].curves(task, [config])
     for e in range(1, acc.shape[1] + 1):
         tune.report({"epoch": e, "cmap": float(acc[0, e - 1])})
 
@@ -66,7 +71,8 @@ def main() -> int:
         run = tune.RunConfig(name=f"trace-{args.task}-{seed}", verbose=0, storage_path=storage)
         tuner = tune.Tuner(trainable, run_config=run,
                            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                                       num_samples=args.trials, max_concurrent_trials=1))
+                                                       num_samples=args.trials, max_concurrent_trials=1,
+                                                       reuse_actors=True))
         rows = []
         for r in tuner.fit():  # Ray's trial folders carry the trial's number in creation order: <name>_<id>_<n>_<params>
             n = int(re.search(r"_[0-9a-f]{8}_(\d+)_", os.path.basename(r.path)).group(1))
