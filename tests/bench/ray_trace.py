@@ -3,9 +3,10 @@ and last epoch, in launch order. tests/test_replay.py compares the two.
 
     python tests/bench/ray_trace.py --task 3945 --seed 0[,1,...] --trials 8 [--lcbench-dir PATH]
 
-One worker (its process kept from trial to trial, as birdtune's local searches keep theirs): per seed a Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as
-search.tuning builds them, with the settings search.plan derives), max_concurrent_trials 1, and a function
-trainable that reports the surrogate's val_accuracy every epoch; one line `TRACE <seed> <json>` per seed.
+One worker (its process kept from trial to trial, as birdtune's local searches keep theirs): per seed a
+Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as search.tuning builds
+them, with the settings search.plan derives), max_concurrent_trials 1, and a function trainable that
+reports the surrogate's val_accuracy every epoch; one line `TRACE <seed> <json>` per seed.
 Not collected by pytest.
 """
 from __future__ import annotations
