@@ -246,7 +246,10 @@ class RepairCheckpoints(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         # Ray has set the failed trial PENDING; it restores it from trial.checkpoint when it starts it again
-        self._repair(trial, restored=False)
+        try:
+            self._repair(trial, restored=False)
+        except OSError:  # the storage did not answer (StorageWatch, called first, ends the search if it is
+            pass  # gone): Ray restores from the checkpoint it registered, as without this callback
 
     def _repair(self, trial, restored: bool) -> None:
         # Ray offers no public way to change a trial's checkpoints: its manager's records are what
