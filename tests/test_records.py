@@ -92,3 +92,19 @@ def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_ch
         assert epochs(repair=True) == [1, 2, 3, 4]
     finally:
         ray.shutdown()
+
+
+def test_a_restart_while_the_storage_does_not_answer_keeps_rays_choice_without_a_traceback():
+    from search.records import RepairCheckpoints
+
+    class Silent:
+        def get_file_info(self, *a):
+            raise OSError("When getting information for key 'x': AWS Error NETWORK_CONNECTION")
+
+    checkpoint = SimpleNamespace(path="b/t/checkpoint_000001", filesystem=Silent())
+    manager = SimpleNamespace(_checkpoint_results=[SimpleNamespace(checkpoint=checkpoint)],
+                              _latest_checkpoint_result="ray's")
+    trial = SimpleNamespace(trial_id="t", checkpoint=checkpoint, run_metadata=SimpleNamespace(checkpoint_manager=manager),
+                            last_result={"epoch": 2, "checkpoint_dir_name": "checkpoint_000002"})
+    RepairCheckpoints().on_trial_recover(0, [trial], trial)  # no exception
+    assert manager._latest_checkpoint_result == "ray's" and len(manager._checkpoint_results) == 1
