@@ -266,7 +266,7 @@ def test_a_trial_on_a_node_without_the_cache_copies_it_from_the_drivers_node_thr
     data = load_data(csv, 16)
     lost = copy.copy(data)  # as a trial on a node with neither the file nor the images would have it
     lost.images, lost.where, lost.missing = None, str(tmp_path / "node2"), "no cache there"
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         copy_images(lost, ray.get_runtime_context().get_node_id())
     finally:

@@ -94,7 +94,7 @@ def main() -> int:
     name = f"{args.space}-bench-{args.size}"
     spaces.SPACES[name] = dataclasses.replace(base, name=name, demo_size=args.size, demo={})
     trials = args.trials or base.num_samples
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     rows = []
     with tempfile.TemporaryDirectory(prefix="birdtune-hpo-") as store:
         for seed in range(args.seeds):

@@ -68,7 +68,7 @@ def main() -> int:
             "--scheduler", "none", "--concurrency", str(args.concurrency), "--no-dashboard",
             "--storage-path", store, "--name", "overhead"]))
         t_prepared = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         t_ray = time.perf_counter()
         c = cluster.start(p)
         timeline = Timeline()
