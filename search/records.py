@@ -51,13 +51,21 @@ class CutTrials(tune.Callback):
             self.cut = self.cut if self.cut is not None else self._read()
             if self.cut is not None:  # else the storage is gone: the trials stay unfinished
                 self._write(self.cut | self.running)
+        if storage.is_uri(self.path):
+            self.watch.flush()  # export reads it next
 
     def _write(self, ids: set[str]) -> None:
+        """Local storage at once; a URI in the background (StorageWatch.upload), as a storage that hangs must
+        not stop the search's loop."""
         if self.watch.down:
             return
+        text = "".join(f"{t}\n" for t in sorted(ids))
+        if storage.is_uri(self.path):
+            self.watch.upload(self.path, text)
+            return
         try:
-            storage.write_text(self.path, "".join(f"{t}\n" for t in sorted(ids)))
-        except OSError:  # the storage is gone (StorageWatch says so): the trials stay unfinished
+            storage.write_text(self.path, text)
+        except OSError:
             pass
 
 
@@ -116,9 +124,9 @@ class StorageWatch(tune.Callback):
     """Ends the search when its storage stops answering, instead of letting every trial fail or hang on it:
     the storage is probed (a small file written and removed, seconds) when a trial fails (each attempt) and,
     for a URI, every STORAGE_CHECK_S seconds from a thread of its own, where two failed probes in a row count
-    (a trial whose upload hangs may not fail for many minutes, as pyarrow retries). If it does not answer, StorageDown aborts the Tuner, as a
-    killed driver would, so that --resume continues every trial from its last checkpoint once the storage
-    is back."""
+    (a trial whose upload hangs may not fail for many minutes, as pyarrow retries). If it does not answer,
+    StorageDown aborts the Tuner, as a killed driver would, so that --resume continues every trial from its
+    last checkpoint once the storage is back."""
 
     def __init__(self, exp: str, every_s: float = STORAGE_CHECK_S):
         self.exp, self.every_s = exp, every_s

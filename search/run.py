@@ -165,7 +165,9 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
 
         from search.records import StorageDown
 
-        down = re.search(r"StorageDown: (.+)", f"{type(e).__name__}: {e}" if isinstance(e, StorageDown) else f"{e}")
+        if isinstance(e, StorageDown):
+            raise StorageLost(str(e).strip()) from None
+        down = re.search(r"StorageDown: (.+)", str(e))
         if down:
             raise StorageLost(down.group(1).strip()) from None
         raise
