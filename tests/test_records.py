@@ -46,6 +46,9 @@ def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_ch
     """Ray records a result, then registers its checkpoint in a second call to the trial: a worker that dies
     in between (here killed as epoch 2's result is recorded) is restarted from epoch 1's checkpoint, and
     epoch 2 ran twice. RepairCheckpoints restores it from the checkpoint epoch 2's result names."""
+    import os
+    import signal
+
     import pandas as pd
     import ray
     from ray import tune
@@ -76,7 +79,9 @@ def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_ch
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result["epoch"] == 2 and not self.done:
                 self.done = True
-                ray.kill(trial.temporary_state.ray_actor)  # before Ray asks the trial for its checkpoint
+                # its process killed before Ray asks the trial for its checkpoint (ray.kill is asynchronous:
+                # the trial could still answer that call, and the race would not happen)
+                os.kill(result["pid"], signal.SIGKILL)
 
     def epochs(repair: bool) -> list[int]:
         callbacks = [KillAtEpoch2()] + ([RepairCheckpoints()] if repair else [])
