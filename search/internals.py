@@ -5,6 +5,7 @@ user's search.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import optuna
@@ -67,14 +68,21 @@ def frozen(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial
 
 
 # --- Ray Tune -------------------------------------------------------------------------------------
-def set_checkpoints(trial, results: list[Any], latest: Any | None = None, *, set_latest: bool = False) -> None:
-    """Replace a restored trial's checkpoint records (search.records.RepairCheckpoints): Ray restores a
+def set_checkpoints(trial, results: list[Any], latest: Any | None = None, *, set_latest: bool = False,
+                    index: int | None = None) -> None:
+    """Replace a restored trial's checkpoint records (search.recovery): Ray restores a
     trial from, and later deletes, what its checkpoint manager records, and offers no public way to
-    change those records when storage no longer holds a checkpoint they name."""
+    change those records when storage no longer holds a checkpoint they name. With `index` (the number of
+    the checkpoint it continues from) the trial's next checkpoint is numbered after it: Ray keeps that count
+    in the trial's storage context and hands it to the trial when it starts, and a count left behind made the
+    trial write its next checkpoint over one it may be restored from again."""
     manager = trial.run_metadata.checkpoint_manager
     manager._checkpoint_results = list(results)
     if set_latest:
         manager._latest_checkpoint_result = latest
+    if index is not None:
+        trial.storage.current_checkpoint_index = index
+        trial.invalidate_json_state()
 
 
 def checkpoint_results(trial) -> list[Any]:
@@ -130,7 +138,173 @@ def wait_for_upload_before_save() -> None:
     manager_cls.sync_up_experiment_state = sync_up_experiment_state
 
 
+def restored_search(tuner) -> tuple[Any, Any]:
+    """The searcher and scheduler a restored Tuner will run with (Ray unpickles them from tuner.pkl and
+    offers no public way to reach them before fit(), which restores their state)."""
+    config = tuner._local_tuner._tune_config
+    return config.search_alg, config.scheduler
+
+
 def restored_run_config(tuner) -> Any:
     """The RunConfig a restored Tuner will run with: Ray restores the first run's (callbacks, failure
     settings, verbosity) from tuner.pkl and offers no public way to change it on Tuner.restore."""
     return tuner._local_tuner._run_config
+
+
+# --- Ray Tune's saved experiment state (search.recovery brings it up to the journal on --resume) ----------
+# Ray saves an experiment's state (its trials, the search generator's counter, the searcher) every 10 s or
+# more, in files whose format it documents nowhere; --resume has to bring them up to what the driver did
+# since, and the only way to make Ray restore that is to hand it those files.
+STATE_PREFIX, GENERATOR_PREFIX, SEARCHER_PREFIX = "experiment_state-", "search_gen_state-", "searcher-state-"
+
+
+def result_encoder() -> type:
+    """The JSON encoder Ray's JsonLoggerCallback writes result.json with (numpy values, anything else as text)."""
+    from ray.tune.utils.util import SafeFallbackEncoder
+
+    return SafeFallbackEncoder
+
+
+def trial_state(trial) -> tuple[str, str]:
+    """A trial as Ray's experiment state stores it: (its JSON state, its run metadata's)."""
+    return trial.get_json_state()
+
+
+def trial_from_state(state: str, run_metadata: str | None = None):
+    """The Trial object of a stored state (not yet bound to a registered trainable)."""
+    from ray.tune.experiment import Trial
+
+    trial = Trial.from_json_state(state, stub=True)
+    trial.stub = False  # from_json_state(stub=True) marks it so; the state written back must not say it
+    if run_metadata is not None:
+        trial.restore_run_metadata(run_metadata)
+    return trial
+
+
+def last_result(trial) -> dict:
+    """The trial's last recorded result (Trial.last_result would ask the trial's actor for a default one)."""
+    return trial.run_metadata.last_result
+
+
+def set_last_result(trial, result: dict) -> None:
+    trial.run_metadata.last_result = dict(result)
+    trial.invalidate_json_state()
+
+
+def relocate(trial, exp: str) -> None:
+    """Point a stored trial at the experiment's current place (it may have moved), as Ray's restore does."""
+    import copy
+    import posixpath
+
+    from ray.train._internal.storage import get_fs_and_path
+
+    fs, fs_path = get_fs_and_path(exp)
+    new = copy.copy(trial.storage)
+    new.storage_filesystem = fs
+    new.storage_fs_path, new.experiment_dir_name = posixpath.split(fs_path.rstrip("/"))
+    trial.set_storage(new)
+
+
+def saved_sessions(names: list[str]) -> list[str]:
+    """The session stamps of the experiment's saved states, newest last (Ray restores the newest: the
+    largest file name)."""
+    return sorted(n[len(STATE_PREFIX):-len(".json")] for n in names
+                  if n.startswith(STATE_PREFIX) and n.endswith(".json"))
+
+
+def is_saved_state(names: list[str]) -> bool:
+    """Whether these file names hold Ray's whole saved state: the experiment's, the search generator's and,
+    under a SearchGenerator, its searcher's (Ray writes and uploads them together; a driver killed during
+    its first upload may leave only some)."""
+    has = lambda prefix: any(n.startswith(prefix) for n in names)  # noqa: E731
+    return has(STATE_PREFIX) and (has("basic-variant-state-") or has(GENERATOR_PREFIX) and has(SEARCHER_PREFIX))
+
+
+def has_saved_state(exp: str) -> bool:
+    """Whether Ray's whole saved state is in the experiment's storage (False also when it does not answer)."""
+    from search import storage
+
+    try:
+        return is_saved_state(storage.listdir(exp))
+    except OSError:
+        return False
+
+
+def load_experiment_state(data: bytes) -> dict:
+    """An experiment_state-*.json as plain JSON: its pickled values stay encoded, so it is written back as read."""
+    import json
+
+    return json.loads(data)
+
+
+def load_generator_state(data: bytes) -> dict:
+    """A search_gen_state-*.json (Ray's SearchGenerator and ConcurrencyLimiter state; a cloudpickle, in spite
+    of its name)."""
+    import ray.cloudpickle as cloudpickle
+
+    return cloudpickle.loads(data)
+
+
+def dump_generator_state(state: dict) -> bytes:
+    import ray.cloudpickle as cloudpickle
+
+    return cloudpickle.dumps(state)
+
+
+def fix_generator_state(state: dict, created: int, live: set[str]) -> None:
+    """Make the search generator count `created` trials and its concurrency limiter hold `live` as running:
+    trials the saved state missed were created, and trials it holds as running may have ended since."""
+    state["counter"] = max(int(state["counter"]), created)
+    limiter = state.get("name:ConcurrencyLimiter")
+    if limiter is not None:
+        limiter["live_trials"] = set(live)
+        limiter["num_unfinished_live_trials"] = len(live)
+
+
+def atomic_local_uploads() -> None:
+    """Make Ray's uploads of the driver's files (experiment state, searcher state, trials' result.json) to
+    a local or NFS storage path write each file under a temporary name and rename it: Ray copies over the
+    files in place, so a driver killed during a copy left a truncated experiment state that no --resume could
+    read. (S3 and other object stores replace whole objects already.) Patched once per process."""
+    import fnmatch
+    import shutil
+
+    import pyarrow.fs as pafs
+    from ray.train._internal import storage as ray_storage
+
+    syncer = ray_storage._FilesystemSyncer
+    if getattr(syncer._sync_up_command, "_birdtune", False):
+        return
+    original = syncer._sync_up_command
+
+    def upload(local_path: str, fs_path: str, exclude: list | None = None) -> None:
+        if os.path.isfile(local_path):
+            pairs = [(local_path, fs_path)]
+        else:
+            pairs = []
+            for root, _, files in os.walk(local_path):
+                for name in files:
+                    src = os.path.join(root, name)
+                    rel = os.path.relpath(src, local_path)
+                    if exclude and any(fnmatch.fnmatch(rel, pat) for pat in exclude):
+                        continue
+                    pairs.append((src, os.path.join(fs_path, rel)))
+        for src, dst in pairs:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            tmp = f"{dst}.birdtune-tmp-{os.getpid()}"
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            except FileNotFoundError:  # a file Ray removed while copying (an older checkpoint)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _sync_up_command(self, local_path, uri, exclude=None):
+        if isinstance(self.storage_filesystem, pafs.LocalFileSystem):
+            return upload, dict(local_path=local_path, fs_path=uri, exclude=exclude)
+        return original(self, local_path, uri, exclude)
+
+    _sync_up_command._birdtune = True
+    syncer._sync_up_command = _sync_up_command

@@ -10,8 +10,8 @@ CURVES = "curves.csv"
 IMPORTANCE = "importance.csv"
 REVALIDATION = "revalidation.csv"
 REPORT = "report.html"
-CUT = "cut_trials.txt"
-RESULTS_LOG = "results_log.jsonl"  # every result in the order the driver took it: rebuilds ASHA on --resume  # ids of the trials the search ended around (--time-budget, Ctrl-C): unfinished
+CUT = "cut_trials.txt"  # ids of the trials the search ended around (--time-budget, Ctrl-C): unfinished
+RESULTS_LOG = "results_log.jsonl"  # the journal: every trial start, result and end in the driver's order (search.journal)
 PLOTS = ("curves.png", "params.png", "importance.png")
 
 # What became of a trial, in trials.csv, the live view and the report

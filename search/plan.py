@@ -58,10 +58,11 @@ class SearchSpec:
     mode: str = spaces.MODE
     time_attr: str = spaces.TIME_ATTR
     created: str = ""
+    journal: str | None = None  # with URI storage, the journal's local file (search.journal); else in the experiment
 
     ORDER = ("space", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor", "num_samples",
              "searched", "points", "seed", "cpus_per_trial", "gpus_per_trial", "searcher", "scheduler",
-             "revalidate_top", "revalidate_folds", "study", "base", "classes", "spectrogram", "created")
+             "revalidate_top", "revalidate_folds", "study", "journal", "base", "classes", "spectrogram", "created")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.ORDER}
@@ -102,6 +103,7 @@ class RunOptions:
     dashboard_host: str
     verbose: bool
     study: str | None = None  # the Optuna study file this run uses (with URI storage, a local copy)
+    journal: str = ""  # the journal file this run appends to (search.journal; with URI storage, a local file)
     log_to: tuple = ()  # search.tracking.Target: trackers every trial is logged to (--log-to)
 
     @property
@@ -147,17 +149,21 @@ def make(args: argparse.Namespace) -> Plan:
     name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     searcher = args.searcher or layout.DEFAULT_SEARCHER
     study = _study_path(storage_path, name) if searcher != "random" else None  # an Optuna study: not random
-    options = dataclasses.replace(_options(args, storage_path, name), study=study)
+    local_journal = str(Path("results", name, layout.RESULTS_LOG).resolve()) if storage.is_uri(storage_path) else None
+    options = _options(args, storage_path, name)
+    options = dataclasses.replace(options, study=study, journal=local_journal or storage.join(options.exp, layout.RESULTS_LOG))
     problem = storage.check_writable(storage_path)
     if problem:
         raise UsageError(f"--storage-path {args.storage_path} cannot be used: {problem}"
                          + ("" if storage.is_uri(storage_path) else "; pick another folder"))
     if storage.exists(options.exp):
         raise UsageError(f"experiment '{name}' already exists in {storage_path}; pass --resume to continue it or another --name")
-    if study and os.path.exists(study):  # URI storage keeps the study here: one left by a search not in the bucket
-        raise UsageError(f"the Optuna study {study} is left from an earlier search named '{name}' whose results are "
-                         f"not in {storage.display(storage_path)}; a new search would continue it: remove it or pick "
-                         "another --name")
+    for left in (study, local_journal):  # URI storage keeps these here: ones left by a search not in the bucket
+        if storage.is_uri(storage_path) and left and os.path.exists(left):
+            what = "Optuna study" if left == study else "search journal"
+            raise UsageError(f"the {what} {left} is left from an earlier search named '{name}' whose results are "
+                             f"not in {storage.display(storage_path)}; a new search would continue it: remove it or "
+                             "pick another --name")
     epochs = args.epochs or space.epochs
     if args.grace_period is not None and args.grace_period > epochs:
         raise UsageError(f"--grace-period {args.grace_period} is longer than the {epochs} epochs of a trial"
@@ -199,7 +205,7 @@ def make(args: argparse.Namespace) -> Plan:
         searched=searched, points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
         gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or layout.DEFAULT_SCHEDULER,
         revalidate_top=args.revalidate_top or 0, revalidate_folds=_revalidation_folds(args, data, cfg.fold),
-        study=study, base=cfg.to_dict(),
+        study=study, journal=local_journal, base=cfg.to_dict(),
         classes=class_names(data.table, cfg.num_classes or data.num_classes, cfg.csv),
         spectrogram=dataset_info(cfg.csv)[1], created=datetime.now().isoformat(timespec="seconds"))
     return Plan(spec, options, space, data)
@@ -229,23 +235,28 @@ def _resume(args: argparse.Namespace, storage_path: str) -> Plan:
     else:
         _probe_address(args.address)
     cfg = TrainConfig.from_dict(spec.base)
-    return Plan(spec, dataclasses.replace(options, study=_local_study(spec, options)), spaces.get(spec.space), load(cfg))
+    journal = spec.journal or (str(Path("results", options.name, layout.RESULTS_LOG).resolve())
+                               if storage.is_uri(options.exp) else None)  # (experiments from before search.yaml said)
+    options = dataclasses.replace(options, study=_local_copy(spec.study, layout.DB_FILE, "Optuna study", options),
+                                  journal=_local_copy(journal, layout.RESULTS_LOG, "search journal", options)
+                                  or storage.join(options.exp, layout.RESULTS_LOG))
+    return Plan(spec, options, spaces.get(spec.space), load(cfg))
 
 
-def _local_study(spec: SearchSpec, options: RunOptions) -> str | None:
-    """The study file to continue. With URI storage it lives on the machine that started the search
-    (SQLite needs a local file), and a snapshot goes to the bucket with the searcher's saved state:
-    resumed where that file is missing (another machine), the snapshot is fetched into
-    ./results/<name>/optuna.db."""
-    if not spec.study or os.path.isfile(spec.study) or not storage.is_uri(options.exp):
-        return spec.study
-    copy = storage.read_bytes(storage.join(options.exp, layout.DB_FILE))
+def _local_copy(path: str | None, name: str, what: str, options: RunOptions) -> str | None:
+    """The local file to continue (the study; the journal of a URI experiment). With URI storage they live
+    on the machine that started the search (SQLite needs a local file; the journal is appended to), and
+    copies go to the bucket: resumed where the file is missing (another machine), the copy is fetched into
+    ./results/<name>/."""
+    if not path or os.path.isfile(path) or not storage.is_uri(options.exp):
+        return path
+    local = Path("results", options.name, name).resolve()
+    copy = storage.read_bytes(storage.join(options.exp, name))
     if copy is None:
-        return spec.study
-    local = Path("results", options.name, layout.DB_FILE).resolve()
+        return str(local) if name == layout.RESULTS_LOG else path
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(copy)
-    print(f"birdtune: the Optuna study {spec.study} is not on this machine: continuing the copy from "
+    print(f"birdtune: the {what} {path} is not on this machine: continuing the copy from "
           f"{storage.display(options.exp)} in {local}", flush=True)
     return str(local)
 

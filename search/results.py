@@ -18,14 +18,6 @@ def py(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def read_results_log(exp: str) -> list[dict[str, Any]]:
-    """The results of <exp>/results_log.jsonl (records.ResultLog), in the order the driver took them."""
-    import json
-
-    text = storage.read_text(storage.join(exp, layout.RESULTS_LOG)) or ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
 def trial_status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
     """One of layout.STATUSES from Ray's trial status and what the trial reported."""
     if ray_status == "ERROR":

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     except plan.USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before the search started", file=sys.stderr)
+        return 130
     # Ray forces a state snapshot every KEEP_CHECKPOINTS checkpoints of a trial and warns about it each time
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not p.options.verbose:  # Ray's legacy reporter at verbose=0 prints nothing: the LiveView speaks instead
@@ -43,11 +46,17 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
         # one message below
         for name in ("ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    write_spec(p)  # before Ray starts: a search stopped from here on continues with --resume
     try:
         c = cluster.start(p)
     except plan.UsageError as e:
+        if not p.options.resume:  # nothing ran: no experiment is left behind
+            storage.delete(p.options.exp)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted before any trial started: continue with  {resume_command(p)}")
+        return 130
     from search import records
 
     records.last_resort = lambda problem: _lost(p, problem, at_once=True)
@@ -55,6 +64,9 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
         out, interrupted = search(p, c, hooks)
     except StorageLost as e:
         return _lost(p, str(e))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the export: what is exported is whole
+        print(f"interrupted: continue with  {resume_command(p)}")
+        return 130
     finally:
         records.last_resort = None
     if p.options.log_to:
@@ -147,8 +159,7 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
     from search import export, tuning
 
     make = make or tuning.make_search
-    if not p.options.resume:
-        storage.write_text(storage.join(p.options.exp, layout.META_FILE), p.spec.to_yaml())
+    write_spec(p)
     interrupted, found = False, None
     try:
         tuning.search_tuner(p, c, make=make, callbacks=callbacks, hooks=hooks).fit()
@@ -178,6 +189,13 @@ def search(p: plan.Plan, c: cluster.Cluster, hooks: TrialHooks | None = None, ma
         if problem:
             raise StorageLost(problem) from None
         raise
+
+
+def write_spec(p: plan.Plan) -> None:
+    """search.yaml, once, when the search is new: --resume reads the search from it alone."""
+    meta = storage.join(p.options.exp, layout.META_FILE)
+    if not p.options.resume and not storage.exists(meta):
+        storage.write_text(meta, p.spec.to_yaml())
 
 
 def print_summary(out: Outcome, seconds: float) -> None:

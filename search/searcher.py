@@ -27,7 +27,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
-from search import internals, results
+from search import internals, journal
 from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS, asha_rungs
 
 DEFAULT = DEFAULT_SEARCHER
@@ -39,21 +39,36 @@ def sqlite_storage(path: str) -> optuna.storages.RDBStorage:
                                       engine_kwargs={"connect_args": {"timeout": 60}})
 
 
+# the user attribute of an Optuna trial that names the Tune trial it was asked for: written when it is asked for,
+# so a restored searcher finds every trial's Optuna trial whatever its saved state missed
+RAY_TRIAL = "ray_trial_id"
+
+
 class AshaAwareOptunaSearch(OptunaSearch):
     def __init__(self, *, max_t: int, time_attr: str = spaces.TIME_ATTR, db_path: str | None = None,
-                 copy_study: bool = False, **kw):
+                 copy_study: bool = False, journal: str | None = None, **kw):
         if db_path:
             kw["storage"] = sqlite_storage(db_path)
         super().__init__(**kw)
         self._max_t, self._time_attr, self._db_path, self._copy_study = max_t, time_attr, db_path, copy_study
+        self._journal = journal
         self._last_epoch: dict[str, int] = {}
         self._diverged: set[str] = set()
+        self._resume: dict[str, Any] = {}
+
+    def resume_with(self, *, journal: str | None, study: str | None, known) -> None:
+        """Where this restored searcher's journal and study are now, and which trials Ray restores
+        (search.recovery.reconcile); restore(), which Ray calls next, brings the searcher up to them."""
+        self._resume = {"journal": journal, "study": study, "known": set(known)}
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in internals.ot_trials(self) and getattr(self, "_orphans", None):
-            # asked for after the last saved searcher state, then the driver died: reuse, do not add
+            # asked for before the driver stopped, for a trial that never started: reuse, do not add
             internals.ot_trials(self)[trial_id] = self._orphans.pop(0)
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        if config is not None and trial_id in internals.ot_trials(self):
+            internals.ot_trials(self)[trial_id].set_user_attr(RAY_TRIAL, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in internals.completed(self) or trial_id not in internals.ot_trials(self):
@@ -65,10 +80,13 @@ class AshaAwareOptunaSearch(OptunaSearch):
             return
         value = result.get(self.metric)
         if value is not None and epoch >= 1:
+            frozen = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
+            if frozen.state.is_finished():  # told before the driver stopped: nothing to add
+                internals.completed(self).add(trial_id)
+                return
             # after a restart from a checkpoint an epoch may come again: Optuna keeps the first and warns
-            ot_trial = internals.ot_trials(self)[trial_id]
-            if epoch not in self._intermediate(trial_id):
-                ot_trial.report(float(value), epoch)
+            if epoch not in frozen.intermediate_values:
+                internals.ot_trials(self)[trial_id].report(float(value), epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in internals.completed(self) or trial_id not in internals.ot_trials(self):
@@ -91,8 +109,6 @@ class AshaAwareOptunaSearch(OptunaSearch):
     def _intermediate(self, trial_id: str) -> dict[int, float]:
         return internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id]).intermediate_values
 
-    restore_study: str | None = None  # where a restored searcher's study is (tuning sets it on --resume)
-
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state, and with URI storage a copy of the study beside it: Ray uploads both in
         the same sync, so the bucket always holds a study that matches the state (a copy taken at other
@@ -106,21 +122,61 @@ class AshaAwareOptunaSearch(OptunaSearch):
                 src.backup(dst)  # a consistent snapshot, even while a reader holds the file
 
     def restore(self, checkpoint_path: str) -> None:
-        """Continue the study: the file --resume named (with URI storage, the local copy it fetched), else
-        the experiment's own optuna.db beside the searcher state (a moved results folder), else the
-        path recorded when the search started."""
+        """The saved state, then brought up to the study and the journal (_catch_up). The study continued is
+        the file --resume names (resume_with: with URI storage, the local copy it fetched), else the
+        experiment's own optuna.db beside the searcher state, else the path recorded when the search started."""
+        resume = self._resume  # (the saved state below replaces every attribute)
         super().restore(checkpoint_path)
+        self._resume = resume
         here = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
-        found = next((p for p in (self.restore_study, here) if p and os.path.isfile(p)), None)
+        found = next((p for p in (resume.get("study"), here) if p and os.path.isfile(p)), None)
         if self._db_path and found:
-            self._db_path = here = found
-            internals.reopen_study(self, sqlite_storage(here))
-        # Optuna trials asked for after that state was saved (a killed driver) are RUNNING in the study but
-        # unknown to Tune: the next new trials take them over, so the study holds each trial once
-        known = {internals.trial_id(t) for t in internals.ot_trials(self).values()}
-        self._orphans = [internals.bind_trial(internals.ot_study(self), internals.trial_id(t))
-                         for t in internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                         if internals.trial_id(t) not in known]
+            self._db_path = found
+            internals.reopen_study(self, sqlite_storage(found))
+        self._journal = resume.get("journal") or self._journal
+        self._catch_up(resume.get("known"))
+
+    def _catch_up(self, known: set[str] | None) -> None:
+        """What the saved state missed (Ray saves it every 10 s or more; the study and the journal have every
+        step): every trial Ray restores is bound to its Optuna trial (by RAY_TRIAL), and only those; trials
+        already told are not told again; every journaled result is replayed (the intermediate values a saved
+        state missed, mftpe's rung scores), and a trial the journal says ended is told how, since Ray will
+        not restart it. Optuna trials asked for but never started are taken over by the next new trials, so
+        the study holds each trial once."""
+        study = internals.ot_study(self)
+        everything = study.get_trials(deepcopy=False)
+        ot = internals.ot_trials(self)
+        if known is not None:
+            by_tune = {t.user_attrs[RAY_TRIAL]: t for t in everything if RAY_TRIAL in t.user_attrs}
+            for tid in [t for t in ot if t not in known]:
+                del ot[tid]
+            for tid in known:
+                if tid not in ot and tid in by_tune:
+                    ot[tid] = internals.bind_trial(study, internals.trial_id(by_tune[tid]))
+        stored = {internals.trial_id(t): t for t in everything}
+        for tid, trial in ot.items():
+            if stored.get(internals.trial_id(trial)) is not None and stored[internals.trial_id(trial)].state.is_finished():
+                internals.completed(self).add(tid)
+        events = journal.read(self._journal) if self._journal else []
+        last: dict[str, dict] = {}
+        for e in journal.results(events):
+            if e["trial_id"] in ot:
+                self.on_trial_result(e["trial_id"], self._as_result(e))
+                last[e["trial_id"]] = e
+        for tid, status in journal.ended(events).items():
+            if tid in ot and tid not in internals.completed(self):
+                row = last.get(tid)
+                self.on_trial_complete(tid, self._as_result(row) if row else None, error=status == "ERROR")
+        bound = {internals.trial_id(t) for t in ot.values()}
+        self._orphans = [internals.bind_trial(study, internals.trial_id(t)) for t in everything
+                         if t.state == TrialState.RUNNING and internals.trial_id(t) not in bound]
+        # the sampler's random state is the saved one: it would draw again the configs it drew since (a seeded
+        # random sampler repeats them exactly), so it continues from a fresh state
+        study.sampler.reseed_rng()
+
+    def _as_result(self, event: dict) -> dict:
+        """A journal's result event as the result Tune passed the searcher."""
+        return {self._time_attr: event["epoch"], self.metric: event["cmap"], "status": event.get("status")}
 
 
 class MultiFidelityTPE(AshaAwareOptunaSearch):
@@ -134,10 +190,8 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     rung and not yet scored there counts as a poor point, so concurrent proposals spread. Past
     `history` observations a rung's model keeps the best half and the most recent rest."""
 
-    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0,
-                 exp: str | None = None, **kw):
+    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0, **kw):
         super().__init__(**kw)
-        self._exp = exp
         self._rungs = sorted(rungs)
         self._min_points, self._history, self._seed = min_points, history, seed
         self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
@@ -149,7 +203,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     # --- observations --------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         super().on_trial_result(trial_id, result)
-        self.observe(trial_id, result)
+        self.observe(trial_id, result)  # (also a told trial's: a restored searcher replays every result)
 
     def observe(self, trial_id: str, result: dict) -> None:
         """Record the trial's best score so far when it reaches a rung (also used to rebuild the rungs
@@ -172,21 +226,20 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
                     self._pending.pop(trial_id)
             self._obs[epoch][trial_id] = (params, best)
 
+    def _catch_up(self, known: set[str] | None) -> None:
+        # the rung models hold the saved random state too (and placeholders of proposals that may never be
+        # scored): rebuilt from the observations when next asked, seeded anew (from the same observations the
+        # first seed would propose what it proposed before the driver stopped)
+        self._models, self._pending = {}, {}
+        self._resumes = getattr(self, "_resumes", 0) + 1
+        super()._catch_up(known)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         super().on_trial_complete(trial_id, result, error)
         pending = self._pending.pop(trial_id, None)
         if pending and pending[0] in self._models:  # stopped (or failed) before its rung: no score there
             study, _ = self._models[pending[0]]
             study.tell(pending[1], state=TrialState.FAIL)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """The saved state, then the rung observations of results it missed (a killed driver saves its
-        searcher state only now and then): every logged result of a known trial observed again."""
-        super().restore(checkpoint_path)
-        if self._exp:
-            for r in results.read_results_log(self._exp):
-                self.observe(r["trial_id"], {self._time_attr: r["epoch"], self.metric: r["cmap"],
-                                             "status": r.get("status")})
 
     # --- proposals -----------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -204,7 +257,8 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         study, consumed = self._models.get(rung) or (None, 0)
         items = list(self._obs[rung].values())
         if study is None or len(study.trials) >= 2 * self._history:
-            sampler = optuna.samplers.TPESampler(seed=self._seed * 1009 + rung, multivariate=True,
+            seed = self._seed * 1009 + rung + 100_003 * getattr(self, "_resumes", 0)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                  n_startup_trials=0, constant_liar=True)
             level = optuna.logging.get_verbosity()
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -283,12 +337,12 @@ MFTPE_MIN_POINTS = 5
 
 def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, study_name: str,
                   db_path: str | None, concurrency: int, num_samples: int, grace_period: int = 1,
-                  reduction_factor: int = 4, exp: str | None = None):
+                  reduction_factor: int = 4, exp: str | None = None, journal: str | None = None):
     """(search_alg, param_space) for Tuner: TPE (`tpe`), the multi-fidelity TPE (`mftpe`) over the space's
     define-by-run function, or Ray's random search."""
     points = [dict(p) for p in space.points]
     common = dict(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t, points_to_evaluate=points,
-                  study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp))
+                  study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp), journal=journal)
     if kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials(num_samples))
         return AshaAwareOptunaSearch(sampler=sampler, **common), None
@@ -297,7 +351,7 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
         sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
         return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor),
                                 min_points=min(dims + 2, MFTPE_MIN_POINTS),
-                                seed=seed, sampler=sampler, exp=exp, **common), None
+                                seed=seed, sampler=sampler, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -337,6 +391,7 @@ class BudgetedASHA(FIFOScheduler):
         self._rungs = asha_rungs(max_t, grace_period, reduction_factor)[:-1]
         self._recorded: dict[int, dict[str, float]] = {r: {} for r in self._rungs}
         self._promoted = {r: 0 for r in self._rungs}
+        self._stopped: set[str] = set()
         self._cap = ({r: math.ceil(budget * num_samples / reduction_factor ** (i + 1))
                       for i, r in enumerate(self._rungs)} if num_samples and budget else {})
 
@@ -345,7 +400,8 @@ class BudgetedASHA(FIFOScheduler):
 
     def decide(self, trial_id: str, epoch: int, value: float | None) -> str:
         """CONTINUE or STOP for a trial's result at `epoch` (also used to rebuild the rungs from a log)."""
-        if epoch >= self._max_t:
+        if epoch >= self._max_t or trial_id in self._stopped:
+            self._stopped.add(trial_id)
             return TrialScheduler.STOP
         rung = next((r for r in reversed(self._rungs) if epoch >= r), None)
         if rung is None or trial_id in self._recorded[rung] or value is None:
@@ -358,12 +414,27 @@ class BudgetedASHA(FIFOScheduler):
             go = v > float(np.nanmax(before))  # the budget is spent: only a new leader goes on
         self._recorded[rung][trial_id] = v
         self._promoted[rung] += go
+        if not go:
+            self._stopped.add(trial_id)
         return TrialScheduler.CONTINUE if go else TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
         return self.decide(trial.trial_id, int(result[self._time_attr]), result[self._metric])
+
+    def choose_trial_to_run(self, tune_controller):
+        """Ray's choice (FIFO), but a trial this scheduler stopped stays stopped: Ray stops a trial only after
+        saving its checkpoint, and one whose worker died in between is restarted (TuneController._try_recover
+        drops the pending STOP) and would run on. It is ended instead, its searcher told with the result it
+        was stopped on (Ray hands a restarted trial's searcher none)."""
+        from ray.tune.utils import flatten_dict
+
+        for trial in list(tune_controller.get_trials()):
+            if trial.status == "PENDING" and trial.trial_id in self._stopped:
+                tune_controller.search_alg.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
+                tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:
         return "BudgetedASHA: " + ", ".join(f"rung {r}: {len(v)} recorded, {self._promoted[r]} promoted"
@@ -384,19 +455,22 @@ def replay(scheduler: BudgetedASHA, logged: list[dict[str, Any]]) -> dict[str, i
 class ResumableASHA(BudgetedASHA):
     """birdtune's ASHA whose rungs come back on --resume. Ray's controller never saves or restores a
     scheduler's state (ray-project/ray#30838): a resumed search would start with empty rungs and keep
-    trials an uninterrupted one would have stopped. On its first call this one replays the experiment's
-    results log (records.ResultLog), in the order the driver took the results; in a new search the log
-    is empty."""
+    trials an uninterrupted one would have stopped. On its first call this one replays the results of the
+    search's journal (search.journal), in the order the driver took them; in a new search it is empty."""
 
-    def __init__(self, *, exp: str | None = None, **kw):
+    def __init__(self, *, journal: str | None = None, **kw):
         super().__init__(**kw)
-        self._exp, self._replayed = exp, False
+        self._journal, self._replayed = journal, False
+
+    def resume_with(self, *, journal: str | None) -> None:
+        """Where the restored search's journal is now (tuning, on --resume)."""
+        self._journal = journal or self._journal
 
     def _rebuild(self) -> None:
         if not self._replayed:
             self._replayed = True
-            if self._exp:
-                replay(self, results.read_results_log(self._exp))
+            if self._journal:
+                replay(self, journal.results(journal.read(self._journal)))
 
     def on_trial_add(self, tune_controller, trial):
         self._rebuild()
@@ -407,13 +481,13 @@ class ResumableASHA(BudgetedASHA):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, exp: str | None = None,
+def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, journal: str | None = None,
                    num_samples: int | None = None, budget: float = ASHA_BUDGET):
-    """ASHA (with its promotion budget when num_samples is given and `budget`; rebuilt from <exp>'s results
-    log on --resume) or FIFO (every trial to max_t)."""
+    """ASHA (with its promotion budget when num_samples is given and `budget`; rebuilt from the search's
+    journal on --resume) or FIFO (every trial to max_t)."""
     if kind == "asha":
         return ResumableASHA(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t,
-                             grace_period=grace_period, reduction_factor=reduction_factor, exp=exp,
+                             grace_period=grace_period, reduction_factor=reduction_factor, journal=journal,
                              num_samples=num_samples, budget=budget)
     if kind == "none":
         return FIFOScheduler()

@@ -14,7 +14,7 @@ from core import files
 from core.files import display, is_uri, join
 
 __all__ = ["is_uri", "join", "display", "normalize", "exists", "read_text", "read_bytes", "write_bytes",
-           "write_text", "check_writable", "basename", "shell"]
+           "write_text", "replace_bytes", "listdir", "delete", "check_writable", "basename", "shell"]
 # how long the write test may take before the storage counts as not answering (BIRDTUNE_PROBE_TIMEOUT_S)
 PROBE_TIMEOUT_S = float(os.environ.get("BIRDTUNE_PROBE_TIMEOUT_S", 20))
 
@@ -52,6 +52,35 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+def replace_bytes(path: str, data: bytes) -> None:
+    """Write a file so that a reader (or a process killed meanwhile) sees the old bytes or the new, never a part:
+    a local file under a temporary name, then renamed; an object store replaces whole objects anyway."""
+    if is_uri(path):
+        write_bytes(path, data)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def listdir(path: str) -> list[str]:
+    """The names in a folder (local or URI); [] when it does not exist."""
+    fs, p = files.filesystem(path)
+    return sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)))
+
+
+def delete(path: str) -> None:
+    """Remove a file or a folder (with what it holds); nothing when it does not exist."""
+    fs, p = files.filesystem(path)
+    kind = fs.get_file_info(p).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(p)
+    elif kind != pafs.FileType.NotFound:
+        fs.delete_file(p)
 
 
 CREDENTIAL_ERRORS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN")

@@ -15,7 +15,7 @@ from search.trainable import TrialHooks
 
 
 # checkpoints kept per trial: the newest, and the one before it, which a killed driver's experiment state
-# (uploaded in the background) may still name (records.RepairCheckpoints)
+# (uploaded in the background) may still name (search.recovery)
 KEEP_CHECKPOINTS = 2
 # how long the driver waits for an upload of the experiment's state (Ray's default, 30 minutes, is how long
 # a search whose storage stopped answering would hang at its end)
@@ -36,13 +36,26 @@ def trainable(plan: Plan, hooks: TrialHooks | None = None):
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
 
+def journal_path(plan: Plan, name: str) -> str:
+    """The journal of the search's Tuner (`name` is the search's) or of the re-validation's, inside it."""
+    opts = plan.options
+    if name == opts.name:
+        return opts.journal
+    if storage.is_uri(opts.exp):  # beside the search's local one
+        return os.path.join(os.path.dirname(opts.journal), name, layout.RESULTS_LOG)
+    return storage.join(opts.exp, name, layout.RESULTS_LOG)
+
+
 def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int, callbacks: tuple = ()):
     from ray import tune
 
+    from search.journal import Journal
     from search.progress import LiveView
-    from search.records import CutTrials, RepairCheckpoints, ResultLog, StorageWatch
+    from search.records import CutTrials, StorageWatch
+    from search.recovery import RepairCheckpoints
 
     upload_before_rewrite()
+    internals.atomic_local_uploads()
     opts, spec = plan.options, plan.spec
     exp = storage.join(storage_path, name)
     if name == opts.name and opts.log_to:  # the search's trials (not the re-validation's) go to the trackers
@@ -52,7 +65,7 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
     live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
                                              first_number=spec.first_trial_number)]
     watch = StorageWatch(exp)
-    records = [watch, CutTrials(exp, watch), RepairCheckpoints(), ResultLog(exp, watch)]
+    records = [watch, CutTrials(exp, watch), RepairCheckpoints(), Journal(journal_path(plan, name), exp, watch)]
     return tune.RunConfig(name=name, storage_path=storage_path,
                           sync_config=tune.SyncConfig(sync_timeout=SYNC_TIMEOUT_S),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
@@ -68,9 +81,10 @@ def make_search(plan: Plan, n: int):
     searcher, param_space = make_searcher(spec.searcher, plan.space, max_t=spec.max_t, seed=spec.seed,
                                           study_name=plan.options.name, db_path=spec.study, concurrency=n,
                                           num_samples=spec.num_samples, grace_period=spec.grace_period,
-                                          reduction_factor=spec.reduction_factor, exp=plan.options.exp)
+                                          reduction_factor=spec.reduction_factor, exp=plan.options.exp,
+                                          journal=plan.options.journal)
     scheduler = make_scheduler(spec.scheduler, max_t=spec.max_t, grace_period=spec.grace_period,
-                               reduction_factor=spec.reduction_factor, exp=plan.options.exp,
+                               reduction_factor=spec.reduction_factor, journal=plan.options.journal,
                                num_samples=spec.num_samples)
     return searcher, param_space, scheduler
 
@@ -83,14 +97,18 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
     from ray import tune
 
     spec, opts = plan.spec, plan.options
+    if not opts.verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     if opts.resume:
-        from search.searcher import AshaAwareOptunaSearch
-
-        AshaAwareOptunaSearch.restore_study = opts.study
-        tuner = tune.Tuner.restore(opts.exp, trainable=trainable(plan, hooks), resume_unfinished=True,
-                                   resume_errored=True)
-        return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        restored = _restored(plan, opts.name, opts.exp, opts.journal, hooks)
+        if restored is not None:
+            tuner, resumed = restored
+            searcher, scheduler = internals.restored_search(tuner)
+            if hasattr(searcher, "resume_with"):
+                searcher.resume_with(journal=opts.journal, study=opts.study, known=resumed.known)
+            if hasattr(scheduler, "resume_with"):
+                scheduler.resume_with(journal=opts.journal)
+            return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
     if spec.study:
         Path(spec.study).parent.mkdir(parents=True, exist_ok=True)
     searcher, param_space, scheduler = make(plan, cluster.concurrency)
@@ -121,9 +139,10 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
     spec, opts = plan.spec, plan.options
     exp = storage.join(opts.exp, layout.REVALIDATE_DIR)
     if storage.exists(storage.join(exp, "tuner.pkl")):
-        tuner = tune.Tuner.restore(exp, trainable=trainable(plan, hooks), resume_unfinished=True, resume_errored=True)
-        total = len(spec.revalidate_folds) * spec.revalidate_top
-        return _this_run(tuner, run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, total))
+        restored = _restored(plan, layout.REVALIDATE_DIR, exp, journal_path(plan, layout.REVALIDATE_DIR), hooks)
+        if restored is not None:
+            total = len(spec.revalidate_folds) * spec.revalidate_top
+            return _this_run(restored[0], run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, total))
     items = revalidate.runs(table, spec.searched, spec.revalidate_top, spec.revalidate_folds)
     if not items:
         return None
@@ -134,6 +153,24 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
                                                   max_concurrent_trials=cluster.concurrency,
                                                   reuse_actors=cluster.reuse_actors),
                       run_config=run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, len(items)))
+
+
+def _restored(plan: Plan, name: str, exp: str, journal: str, hooks: TrialHooks | None):
+    """The Tuner of experiment `exp` restored, once its saved state is brought up to its journal
+    (search.recovery), with what that found; None when Ray saved no state before the search stopped (no
+    trial had run: what it left is cleared and the search starts again)."""
+    from ray import tune
+
+    from search import recovery
+
+    resumed = recovery.reconcile(exp, journal)
+    if resumed is None:
+        recovery.start_over(exp, journal, plan.options.study if name == plan.options.name else None)
+        print(f"birdtune: '{name}' stopped before any trial ran: starting it again", flush=True)
+        return None
+    print(resumed.line(), flush=True)
+    tuner = tune.Tuner.restore(exp, trainable=trainable(plan, hooks), resume_unfinished=True, resume_errored=True)
+    return tuner, resumed
 
 
 def upload_before_rewrite() -> None:

@@ -11,12 +11,16 @@ from pathlib import Path
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
 FAULTS = Path(__file__).resolve().parent / "faults.py"
+CHAOS = Path(__file__).resolve().parent / "chaos.py"
 
 
-def search(*args, fault: str | None = None, fault_dir=None, timeout: float = 400, popen: bool = False, **kw):
-    """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject):
-    the finished process, or with popen=True the running one (stdout and stderr merged)."""
-    cmd = ([sys.executable, str(FAULTS), fault, str(fault_dir), "--"] if fault else [sys.executable, "-m", "search.run"])
+def search(*args, fault: str | None = None, fault_dir=None, chaos: str | None = None, timeout: float = 400,
+           popen: bool = False, **kw):
+    """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject, or
+    tests/chaos.py with a moment to stop the driver at, keeping its counts in fault_dir): the finished process,
+    or with popen=True the running one (stdout and stderr merged)."""
+    cmd = ([sys.executable, str(FAULTS), fault, str(fault_dir), "--"] if fault else
+           [sys.executable, str(CHAOS), chaos, str(fault_dir), "--"] if chaos else [sys.executable, "-m", "search.run"])
     cmd += [*(["--space", "smoke"] if "--space" not in args and "--resume" not in args else []), "--no-dashboard",
             *map(str, args)]
     env = kw.pop("env", ENV)

@@ -104,3 +104,100 @@ def test_a_tuner_holds_the_run_config_a_restore_would_use(tmp_path):
     tuner = tune.Tuner(lambda c: None, run_config=config)
     got = internals.restored_run_config(tuner)
     assert isinstance(got, tune.RunConfig) and got.name == "x" and got.verbose == 0
+
+
+def _trial(tmp_path, trial_id="abc12345", tag="3_lr=0.1"):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp")
+    trial = Trial("x", stub=True, config={"lr": 0.1}, trial_id=trial_id, experiment_tag=tag, storage=storage,
+                  placement_group_factory=PlacementGroupFactory([{"CPU": 1}]))
+    trial.create_placement_group_factory()  # as Ray's controller does when a trial is added
+    return trial
+
+
+def test_a_trial_goes_through_its_saved_state_and_back(tmp_path):
+    """What search.recovery does to a saved trial: read it, add a result and a status, point it at the
+    experiment's place, write it back; and the journal's copy of a trial started is the same state."""
+    trial = _trial(tmp_path)
+    state, run_metadata = internals.trial_state(trial)
+    assert isinstance(state, str) and isinstance(run_metadata, str)
+    again = internals.trial_from_state(state, run_metadata)
+    assert (again.trial_id, again.config, again.experiment_tag, again.stub) == ("abc12345", {"lr": 0.1}, "3_lr=0.1", False)
+    internals.set_last_result(again, {"epoch": 2, "training_iteration": 2})
+    again.set_status("TERMINATED")
+    internals.relocate(again, str(tmp_path / "moved" / "exp"))
+    assert again.storage.storage_fs_path == str(tmp_path / "moved") and again.storage.experiment_dir_name == "exp"
+    third = internals.trial_from_state(*internals.trial_state(again))
+    assert third.status == "TERMINATED" and internals.last_result(third) == {"epoch": 2, "training_iteration": 2}
+    import json
+
+    assert json.loads(json.dumps({"v": __import__("numpy").float32(0.5)}, cls=internals.result_encoder()))["v"] == 0.5
+
+
+def test_the_search_generators_saved_state_can_be_read_fixed_and_written(tmp_path):
+    """Ray's SearchGenerator + ConcurrencyLimiter state: the trial counter and the trials held as running."""
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    gen = SearchGenerator(ConcurrencyLimiter(OptunaSearch(space=_space, metric="cmap", mode="max"), max_concurrent=2))
+    gen.save_to_dir(str(tmp_path), session_str="s1")
+    [name] = [p.name for p in tmp_path.iterdir() if p.name.startswith(internals.GENERATOR_PREFIX)]
+    state = internals.load_generator_state((tmp_path / name).read_bytes())
+    assert state["counter"] == 0 and state["name:ConcurrencyLimiter"]["live_trials"] == set()
+    internals.fix_generator_state(state, 5, {"a", "b"})
+    back = internals.load_generator_state(internals.dump_generator_state(state))
+    assert back["counter"] == 5 and back["name:ConcurrencyLimiter"]["live_trials"] == {"a", "b"}
+    assert back["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] == 2
+    (tmp_path / name).write_bytes(internals.dump_generator_state(back))
+    gen.restore_from_dir(str(tmp_path))  # Ray reads the written state
+    assert gen.get_state()["counter"] == 5 and gen.searcher.live_trials == {"a", "b"}
+
+
+def test_a_saved_state_is_found_by_its_file_names(tmp_path):
+    assert not internals.has_saved_state(str(tmp_path))
+    (tmp_path / f"{internals.STATE_PREFIX}2026-01-01_00-00-00.json").write_text("{}")
+    assert not internals.has_saved_state(str(tmp_path))  # the search generator's is not there yet (Ray's first upload)
+    (tmp_path / f"{internals.GENERATOR_PREFIX}2026-01-01_00-00-00.json").write_bytes(b"x")
+    assert not internals.has_saved_state(str(tmp_path))  # nor the searcher's
+    (tmp_path / f"{internals.SEARCHER_PREFIX}2026-01-01_00-00-00.pkl").write_bytes(b"x")
+    assert internals.has_saved_state(str(tmp_path))
+    (tmp_path / f"{internals.STATE_PREFIX}2026-02-01_00-00-00.json").write_text("{}")
+    assert internals.saved_sessions(sorted(p.name for p in tmp_path.iterdir())) == \
+        ["2026-01-01_00-00-00", "2026-02-01_00-00-00"]  # the newest last: the one Ray restores
+
+
+def test_rays_uploads_to_a_local_storage_path_rename_whole_files(tmp_path):
+    """After atomic_local_uploads, Ray's driver syncer writes each file under a temporary name and renames it
+    (a copy over the file in place could be cut short by a kill): same files, no temporaries left."""
+    import pyarrow.fs as pafs
+    from ray.train._internal.storage import _FilesystemSyncer
+
+    assert list(inspect.signature(_FilesystemSyncer._sync_up_command).parameters) == ["self", "local_path", "uri", "exclude"]
+    internals.atomic_local_uploads()
+    internals.atomic_local_uploads()  # once per process
+    src, dst = tmp_path / "staging", tmp_path / "storage"
+    (src / "trial").mkdir(parents=True)
+    (src / "experiment_state-x.json").write_text("new")
+    (src / "trial" / "result.json").write_text("{}\n")
+    (src / "skip.tmp").write_text("no")
+    dst.mkdir()
+    (dst / "experiment_state-x.json").write_text("old state, longer than the new")
+    syncer = _FilesystemSyncer(storage_filesystem=pafs.LocalFileSystem(), sync_period=0)
+    fn, kwargs = syncer._sync_up_command(str(src), str(dst), exclude=["*.tmp"])
+    fn(**kwargs)
+    assert (dst / "experiment_state-x.json").read_text() == "new" and (dst / "trial" / "result.json").read_text() == "{}\n"
+    assert sorted(p.name for p in dst.rglob("*")) == ["experiment_state-x.json", "result.json", "trial"]
+
+
+def test_a_restored_tuner_holds_the_searcher_and_scheduler_its_fit_restores(tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher, scheduler = OptunaSearch(space=_space, metric="cmap", mode="max"), FIFOScheduler()
+    tuner = tune.Tuner(lambda c: None, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler),
+                       run_config=tune.RunConfig(name="y", storage_path=str(tmp_path), verbose=0))
+    assert internals.restored_search(tuner) == (searcher, scheduler)

@@ -1,5 +1,5 @@
-"""search.records' callbacks on their own, with stand-in trials (the searches in test_search, test_faults and
-test_s3 run them for real)."""
+"""search.records' callbacks and search.recovery's RepairCheckpoints on their own, with stand-in trials (the
+searches in test_search, test_faults and test_s3 run them for real)."""
 from types import SimpleNamespace
 
 import pytest
@@ -53,7 +53,7 @@ def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_ch
     import ray
     from ray import tune
 
-    from search.records import RepairCheckpoints
+    from search.recovery import RepairCheckpoints
 
     def counting(config):  # defined here: Ray ships it by value (the workers cannot import tests/)
         """Reports epochs 1-4 with a checkpoint each, continuing after the checkpoint it is restored from."""
@@ -99,17 +99,22 @@ def test_a_trial_whose_worker_died_between_its_result_and_ray_registering_the_ch
         ray.shutdown()
 
 
-def test_a_restart_while_the_storage_does_not_answer_keeps_rays_choice_without_a_traceback():
-    from search.records import RepairCheckpoints
+def test_a_restart_while_the_storage_does_not_answer_keeps_rays_choice_without_a_traceback(tmp_path):
+    from search.recovery import RepairCheckpoints
 
     class Silent:
-        def get_file_info(self, *a):
+        def get_file_info(self, *a, **kw):
             raise OSError("When getting information for key 'x': AWS Error NETWORK_CONNECTION")
+
+        create_dir = open_output_stream = get_file_info
 
     checkpoint = SimpleNamespace(path="b/t/checkpoint_000001", filesystem=Silent())
     manager = SimpleNamespace(_checkpoint_results=[SimpleNamespace(checkpoint=checkpoint)],
                               _latest_checkpoint_result="ray's")
-    trial = SimpleNamespace(trial_id="t", checkpoint=checkpoint, run_metadata=SimpleNamespace(checkpoint_manager=manager),
-                            last_result={"epoch": 2, "checkpoint_dir_name": "checkpoint_000002"})
+    (tmp_path / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')  # the driver's copy, to upload first
+    trial = SimpleNamespace(trial_id="t", checkpoint=checkpoint, local_path=str(tmp_path),
+                            storage=SimpleNamespace(storage_filesystem=Silent(), trial_fs_path="b/t"),
+                            run_metadata=SimpleNamespace(checkpoint_manager=manager,
+                                                         last_result={"epoch": 2, "checkpoint_dir_name": "checkpoint_000002"}))
     RepairCheckpoints().on_trial_recover(0, [trial], trial)  # no exception
     assert manager._latest_checkpoint_result == "ray's" and len(manager._checkpoint_results) == 1

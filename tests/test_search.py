@@ -65,12 +65,11 @@ def trial_pids(exp) -> set[int]:
 
 def asha_replay(exp, spec_file="search.yaml") -> dict[str, int]:
     """Each trial's STOP epoch when the search's results log is fed, in its order, to a fresh ASHA."""
-    import json
-
+    from search import journal
     from search.searcher import ResumableASHA, replay
 
     meta = yaml.safe_load((exp / spec_file).read_text())
-    logged = [json.loads(ln) for ln in (exp / "results_log.jsonl").read_text().splitlines()]
+    logged = journal.results(journal.read(str(exp / "results_log.jsonl")))
     fresh = ResumableASHA(time_attr="epoch", metric="cmap", mode="max", max_t=meta["max_t"],
                           grace_period=meta["grace_period"], reduction_factor=meta["reduction_factor"],
                           num_samples=meta["num_samples"])
