@@ -15,13 +15,15 @@ EXAMPLES = """examples:
   python -m search.run --address auto --storage-path s3://bucket/birdtune   # an existing Ray cluster
   python -m search.run --revalidate-top 3 --folds 1,2                      # pick the winner on two more folds
   python -m search.run --searcher random --scheduler none                  # the baseline to compare against
+  python -m search.run --time-budget 2h                                    # as many trials as 2 hours allow
+  python -m search.run --epoch-budget 64                                   # ... as 64 trial-epochs allow
   python -m search.run --name finetune-20261125-101500 --resume            # continue after a crash
   python -m search.export results/finetune-20261125-101500                 # rewrite the outputs
 """
 
 # the flags whose values search.yaml records: --resume takes them from there
 SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "grace_period", "seed", "searcher", "scheduler", "revalidate_top",
-              "folds", "set", "cpus_per_trial", "gpus_per_trial")
+              "folds", "set", "cpus_per_trial", "gpus_per_trial", "time_budget", "epoch_budget")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,7 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help=f"search space: {', '.join(spaces.SPACES)} (default finetune)")
     p.add_argument("--csv", help="notebook-format CSV (default: the built-in demo data)")
-    p.add_argument("--num-samples", type=int, help="number of trials (default: the space's)")
+    p.add_argument("--num-samples", type=int,
+                   help="number of trials (default: the space's; with a budget and no --num-samples, as many as fit)")
     p.add_argument("--epochs", type=int, help="epochs per trial = ASHA max_t (default: the space's)")
     p.add_argument("--gpus-per-trial", type=float, help="e.g. 1, 0.5 or 0.25 (packs trials on a GPU; default 0)")
     p.add_argument("--cpus-per-trial", type=float, help="whole CPUs per trial (default 1)")
@@ -43,7 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="continue the experiment --name with Tuner.restore, as its search.yaml describes it")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
     p.add_argument("--seed", type=int, help="seed of the TPE sampler and of every trial (default 0)")
-    p.add_argument("--time-budget", type=float, help="seconds; past it no trial starts and the search ends")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="compute budget in search time (2h, 90m, 45s or seconds): trials start until it would be "
+                        "spent and the search ends there; --resume continues with what is left")
+    p.add_argument("--epoch-budget", type=int, metavar="N",
+                   help="compute budget in trial-epochs (the same on any hardware): trials start until it would "
+                        "be spent; the search ends at N")
     p.add_argument("--no-dashboard", action="store_true", help="start the local Ray cluster without its dashboard")
     p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
     p.add_argument("--searcher", choices=layout.SEARCHERS,

@@ -14,7 +14,8 @@ import yaml
 
 from core import bundle, checkpoint
 from core.data import class_names, dataset_info, read_table
-from search import importance, layout, report, results, revalidate, storage
+from search import importance, journal, layout, report, results, revalidate, storage
+from search.budget import Spent
 from search.plan import SearchSpec
 from search.results import Best, Outcome
 
@@ -52,8 +53,10 @@ def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame
     rank = revalidate.ranking(runs, spec.revalidate_folds) if runs is not None else None
     trust = importance.rung_trust(table, curves, report.rungs(spec.max_t, spec.grace_period, spec.reduction_factor,
                                                                spec.scheduler), spec.max_t)
+    events = journal.read(storage.join(exp, layout.RESULTS_LOG))
     return Outcome(exp, spec, table, curves, imp, runs, rank, _choose(spec, table, found, runs, rank, sub),
-                   cut_trials(exp), trust)
+                   cut_trials(exp), trust, spent=Spent.from_journal(events),
+                   budget_ended=bool(spec.budget) and any(e["event"] == journal.SPENT for e in events))
 
 
 def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Best | None:

@@ -237,6 +237,14 @@ def load_experiment_state(data: bytes) -> dict:
     return json.loads(data)
 
 
+def use_this_runs_stopper(state: dict) -> None:
+    """Drop the stopper saved in an experiment state: Ray restores the controller's fields from the state
+    (TuneController.__setstate__), its stopper among them, over the one the resumed run passes; a budget's
+    stopper saved seconds before a kill had missed what was spent since (search.budget counts it from the
+    journal)."""
+    state["runner_data"].pop("_stopper", None)
+
+
 def load_generator_state(data: bytes) -> dict:
     """A search_gen_state-*.json (Ray's SearchGenerator and ConcurrencyLimiter state; a cloudpickle, in spite
     of its name)."""

@@ -8,6 +8,9 @@ One JSON object per line:
     {"event": "result", "trial_id": ..., "epoch": ..., "cmap": ..., "status": ..., "done": ..., "row": {...}}
     {"event": "end", "trial_id": ..., "status": "TERMINATED" | "ERROR"}
     {"event": "resume", "known": [trial ids Ray restores], ...}      (written by search.recovery)
+    {"event": "run", "seconds": ...}            (a search with a budget: this run's time, as its end)
+    {"event": "budget-spent", "epochs": ..., "seconds": ...}          (the compute budget ended the search)
+Every event the driver takes also has `t`, the time it took it (seconds since the epoch).
 `row` is the result exactly as Ray's JSON logger writes it into the trial's result.json. Lines written before
 the journal had events are results without `event` or `row`.
 
@@ -26,7 +29,7 @@ from ray import tune
 
 from search import internals, layout, storage
 
-START, RESULT, END, RESUME = "start", "result", "end", "resume"
+START, RESULT, END, RESUME, RUN, SPENT = "start", "result", "end", "resume", "run", "budget-spent"
 
 
 def local_path(exp: str, local_dir: str | None) -> str:
@@ -87,24 +90,25 @@ class Journal(tune.Callback):
     file goes to the bucket every `every_s` seconds, when a trial ends and at the end, in the background
     (StorageWatch.upload: a storage that hangs must not stop the search's loop)."""
 
-    def __init__(self, path: str, exp: str, watch, every_s: float = 10.0):
-        self.path, self.exp, self.watch, self.every_s = path, exp, watch, every_s
+    def __init__(self, path: str, exp: str, watch, every_s: float = 10.0, meter=None):
+        self.path, self.exp, self.watch, self.every_s, self.meter = path, exp, watch, every_s, meter
         self.remote = storage.join(exp, layout.RESULTS_LOG) if storage.is_uri(exp) else None
         self._fd: int | None = None
         self._started: set[str] | None = None
         self._last_upload = 0.0
 
     def __getstate__(self):  # Ray pickles the run's callbacks with the Tuner: the open file stays behind
-        return {"path": self.path, "exp": self.exp, "watch": self.watch, "every_s": self.every_s}
+        return {"path": self.path, "exp": self.exp, "watch": self.watch, "every_s": self.every_s, "meter": self.meter}
 
     def __setstate__(self, state):
         self.__init__(**state)
 
     # --- writing ---------------------------------------------------------------------------------
     def write(self, event: dict[str, Any]) -> None:
+        """One event, with the time it was taken (`t`, seconds since the epoch: the budget counts a run's time)."""
         if self._fd is None:
             self._fd = open_for_append(self.path)
-        write_line(self._fd, event)
+        write_line(self._fd, {**event, "t": round(time.time(), 3)})
 
     def _upload(self) -> None:
         if self.remote:
@@ -144,6 +148,11 @@ class Journal(tune.Callback):
         self._upload()
 
     def on_experiment_end(self, trials, **info):
+        if self.meter is not None:
+            self.write({"event": RUN, "seconds": round(self.meter.this_run(), 3)})
+            if self.meter.exhausted():
+                spent = self.meter.spent()
+                self.write({"event": SPENT, "epochs": spent.epochs, "seconds": round(spent.seconds, 1)})
         if self.remote:
             self._upload()
             self.watch.flush()

@@ -40,7 +40,7 @@ class SearchSpec:
     max_t: int  # epochs per trial = ASHA's max_t
     grace_period: int
     reduction_factor: int
-    num_samples: int
+    num_samples: int | None  # None: as many as the budget allows
     searched: list[str]
     points: list[dict[str, Any]]  # warm-start trials
     seed: int
@@ -59,10 +59,13 @@ class SearchSpec:
     time_attr: str = spaces.TIME_ATTR
     created: str = ""
     journal: str | None = None  # with URI storage, the journal's local file (search.journal); else in the experiment
+    epoch_budget: int | None = None  # trial-epochs the search may spend (--epoch-budget)
+    time_budget: float | None = None  # seconds of search time it may spend (--time-budget)
 
     ORDER = ("space", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor", "num_samples",
-             "searched", "points", "seed", "cpus_per_trial", "gpus_per_trial", "searcher", "scheduler",
-             "revalidate_top", "revalidate_folds", "study", "journal", "base", "classes", "spectrogram", "created")
+             "epoch_budget", "time_budget", "searched", "points", "seed", "cpus_per_trial", "gpus_per_trial", "searcher",
+             "scheduler", "revalidate_top", "revalidate_folds", "study", "journal", "base", "classes", "spectrogram",
+             "created")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.ORDER}
@@ -82,6 +85,13 @@ class SearchSpec:
         return cls(**d)
 
     @property
+    def budget(self):
+        """The search's compute budget (search.budget.Budget; false when it has none)."""
+        from search.budget import Budget
+
+        return Budget(epochs=self.epoch_budget, seconds=self.time_budget)
+
+    @property
     def first_trial_number(self) -> int:
         """Ray's trial counter starts at 1 under a Searcher (Optuna) and at 0 under its random search."""
         return 0 if self.searcher == "random" else 1
@@ -97,7 +107,6 @@ class RunOptions:
     address: str | None
     resume: bool
     max_failures: int
-    time_budget: float | None
     concurrency: int | None
     dashboard: bool
     dashboard_host: str
@@ -168,6 +177,10 @@ def make(args: argparse.Namespace) -> Plan:
     if args.grace_period is not None and args.grace_period > epochs:
         raise UsageError(f"--grace-period {args.grace_period} is longer than the {epochs} epochs of a trial"
                          + ("" if args.epochs else f" (the '{space.name}' space's; --epochs sets them)"))
+    grace = args.grace_period or layout.grace_period(space.grace_period, epochs)
+    if args.epoch_budget is not None and args.epoch_budget < grace:
+        raise UsageError(f"--epoch-budget {args.epoch_budget} is less than one trial's first {grace} epoch(s) before ASHA "
+                         "may judge it (the grace period): give more")
     seed = 0 if args.seed is None else args.seed
     base: dict[str, Any] = {}
     if on_demo:
@@ -200,8 +213,10 @@ def make(args: argparse.Namespace) -> Plan:
     check_model(cfg)
     data = load(cfg)
     spec = SearchSpec(
-        space=space.name, max_t=epochs, grace_period=args.grace_period or layout.grace_period(space.grace_period, epochs),
-        reduction_factor=space.reduction_factor, num_samples=args.num_samples or space.num_samples,
+        space=space.name, max_t=epochs, grace_period=grace,
+        reduction_factor=space.reduction_factor,
+        num_samples=args.num_samples or (None if args.time_budget or args.epoch_budget else space.num_samples),
+        epoch_budget=args.epoch_budget, time_budget=_time_budget(args.time_budget),
         searched=searched, points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
         gpus_per_trial=gpus, searcher=searcher, scheduler=args.scheduler or layout.DEFAULT_SCHEDULER,
         revalidate_top=args.revalidate_top or 0, revalidate_folds=_revalidation_folds(args, data, cfg.fold),
@@ -223,10 +238,9 @@ def _resume(args: argparse.Namespace, storage_path: str) -> Plan:
     if text is None:
         raise UsageError(f"no birdtune experiment '{args.name}' in {storage_path} to resume")
     spec = SearchSpec.from_dict(yaml.safe_load(text))
-    for flag in ("concurrency", "time_budget"):  # Ray restores the Tuner's own settings: these would be ignored
-        if getattr(args, flag) is not None:
-            raise UsageError(f"--{flag.replace('_', '-')} cannot change on --resume: Ray restores the search with "
-                             "the settings it started with; drop it")
+    if args.concurrency is not None:  # Ray restores the Tuner's own settings: it would be ignored
+        raise UsageError("--concurrency cannot change on --resume: Ray restores the search with the settings it "
+                         "started with; drop it")
     for given, recorded in _conflicts(args, spec):
         raise UsageError(f"{given} conflicts with experiment '{args.name}' ({_show(recorded)}): "
                          "--resume continues the search its search.yaml describes; drop the flag")
@@ -268,7 +282,8 @@ def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, An
                 "epochs": spec.max_t, "grace_period": spec.grace_period, "seed": spec.seed, "searcher": spec.searcher,
                 "scheduler": spec.scheduler,
                 "revalidate_top": spec.revalidate_top, "folds": spec.revalidate_folds,
-                "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial}
+                "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
+                "time_budget": spec.time_budget, "epoch_budget": spec.epoch_budget}
     out = []
     for flag in SPEC_FLAGS:
         value = getattr(args, flag)
@@ -280,11 +295,24 @@ def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, An
             continue
         if flag == "folds":
             value = _parse_folds(value)
+        elif flag == "time_budget":
+            value = _time_budget(value)
         elif flag == "csv":
             value = str(Path(value).resolve())
         if value != recorded[flag]:
             out.append((f"--{flag.replace('_', '-')} {_show(value)}", recorded[flag]))
     return out
+
+
+def _time_budget(text: str | None) -> float | None:
+    from search.budget import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _show(v: Any) -> str:
@@ -299,7 +327,7 @@ def _options(args: argparse.Namespace, storage_path: str, name: str) -> RunOptio
     except ValueError as e:
         raise UsageError(str(e)) from None
     return RunOptions(log_to=log_to, name=name, storage_path=storage_path, storage_arg=args.storage_path, address=args.address,
-                      resume=args.resume, max_failures=args.max_failures, time_budget=args.time_budget,
+                      resume=args.resume, max_failures=args.max_failures,
                       concurrency=args.concurrency, dashboard=not args.no_dashboard,
                       dashboard_host=args.dashboard_host, verbose=args.verbose)
 
@@ -328,13 +356,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
     if args.gpus_per_trial is not None and (args.gpus_per_trial < 0 or (
             args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer())):
         raise UsageError(f"--gpus-per-trial must be >= 0 (a fraction up to 1 or a whole number), got {args.gpus_per_trial}")
-    for flag in ("num_samples", "epochs", "concurrency", "grace_period"):
+    for flag in ("num_samples", "epochs", "concurrency", "grace_period", "epoch_budget"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
     if args.max_failures < 0:
         raise UsageError("--max-failures must be >= 0")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise UsageError("--time-budget must be > 0 seconds")
+    _time_budget(args.time_budget)
     if args.revalidate_top is not None and args.revalidate_top < 0:
         raise UsageError("--revalidate-top must be >= 0")
     if args.folds and not args.revalidate_top and not args.resume:

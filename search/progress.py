@@ -31,9 +31,11 @@ def _value(v: Any) -> str:
 class LiveView(tune.Callback):
     REDRAW_S = 1.0
 
-    def __init__(self, max_t: int, total: int, searched: list[str], dashboard: str | None = None,
-                 out: TextIO | None = None, tty: bool | None = None, clock=time.time, first_number: int = 1):
+    def __init__(self, max_t: int, total: int | None, searched: list[str], dashboard: str | None = None,
+                 out: TextIO | None = None, tty: bool | None = None, clock=time.time, first_number: int = 1,
+                 meter=None):
         self.max_t, self.total, self.searched, self.dashboard = max_t, total, searched, dashboard
+        self.meter = meter  # the budget's (search.budget.Meter), when the search has one
         self.first_number = first_number  # Ray's trial counter at trial_index 0 (see SearchSpec.first_trial_number)
         self.out = out or sys.stdout
         self.tty = self.out.isatty() if tty is None else tty
@@ -113,29 +115,41 @@ class LiveView(tune.Callback):
         self.finished += 1
         mine = self.trial_best.get(trial.trial_id, float("nan"))
         best = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "nan"
-        line = (f"[{duration(self.clock() - self.t0):>6}] {self.finished:>3}/{self.total} trial {self.index(trial):>3} "
+        line = (f"[{duration(self.clock() - self.t0):>6}] {self._done()} trial {self.index(trial):>3} "
                 f"{how:<26} its best cmap {mine:.4f} | best so far {best}")
         self._clear()
         self.out.write(line + "\n")
         self.out.flush()
         self._redraw(force=True)
 
+    def _done(self) -> str:
+        return f"{self.finished:>3}/{self.total}" if self.total else f"{self.finished:>3}"
+
     def eta(self) -> float | None:
-        """Seconds left, from the pace of finished trials so far; None before the first one finishes."""
-        if not self.finished:
-            return None
+        """Seconds left: from the pace of finished trials so far, or of the budget spent in this run; None
+        before there is a pace."""
         elapsed = self.clock() - self.t0
-        return max(0.0, (self.total - self.finished) * elapsed / self.finished)
+        left = []
+        if self.total and self.finished:
+            left.append((self.total - self.finished) * elapsed / self.finished)
+        b = self.meter.budget if self.meter is not None else None
+        if b is not None and b.seconds is not None:
+            left.append(b.seconds - self.meter.seconds())
+        if b is not None and b.epochs is not None and self.meter.epochs > self.meter.before.epochs:
+            left.append((b.epochs - self.meter.epochs) * elapsed / (self.meter.epochs - self.meter.before.epochs))
+        return max(0.0, min(left)) if left else None
 
     def block(self) -> list[str]:
         elapsed = self.clock() - self.t0
         eta = self.eta()
         c = self.counts
-        lines = [f"birdtune  {self.finished}/{self.total} trials done | running {len(self.running)} | "
+        spent = (f" | budget spent {self.meter.spent().describe(self.meter.budget)}" if self.meter is not None else "")
+        lines = [f"birdtune  {self._done().strip()} trials done | running {len(self.running)} | "
                  f"stopped early {c['stopped_early']} | completed {c['completed']} | errored {c['errored']}"
                  + (f" | diverged {c['diverged']}" if c["diverged"] else "")
                  + (f" | unfinished {c['unfinished']}" if c["unfinished"] else "")
-                 + f" | elapsed {duration(elapsed)} | left " + (f"~{duration(eta)}" if eta is not None else "?")]
+                 + f" | elapsed {duration(elapsed)} | left " + (f"~{duration(eta)}" if eta is not None else "?")
+                 + spent]
         if self.best:
             value, index, epoch, config = self.best
             lines.append(f"best cmap so far {value:.4f} (trial {index}, epoch {epoch}): "

@@ -90,6 +90,7 @@ def reconcile(exp: str, journal_path: str) -> Resumed | None:
         except OSError:  # the storage did not answer: Ray's own choice stands
             pass
     state["trial_data"] = [list(internals.trial_state(t)) for t in trials]
+    internals.use_this_runs_stopper(state)
     storage.replace_bytes(state_path, json.dumps(state).encode())
     if generator is not None:
         live = {t.trial_id for t in trials if t.status in LIVE + ("ERROR",)}

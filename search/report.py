@@ -174,7 +174,10 @@ def render(out: Outcome) -> dict[str, bytes]:
         "<h2>Cost</h2>",
         f"<p>{c['trial_epochs']} trial-epochs and {c['hours']:.2f} {c['unit']} hours; every trial at full length "
         f"(a grid of the same {c['trials']} configs) would have cost {c['full_epochs']} trial-epochs and about "
-        f"{c['full_hours']:.2f} {c['unit']} hours: {100 * c['saved']:.0f}% saved by early stopping.</p>",
+        f"{c['full_hours']:.2f} {c['unit']} hours: {100 * c['saved']:.0f}% saved by early stopping."
+        + (f" Budget: {html.escape(spec.budget.describe())}; spent {html.escape(out.spent.describe(spec.budget))}"
+           + (" (the budget ended the search)." if out.budget_ended else ".") if spec.budget and out.spent else "")
+        + "</p>",
         "<h2>Could early stopping be trusted?</h2>", _trust_html(out.trust),
         "<h2>Plots</h2>", img,
         "<h2>Top trials</h2>", _table_html(top),

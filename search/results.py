@@ -159,6 +159,8 @@ class Outcome:
     best: Best | None
     cut: frozenset[str] = frozenset()  # trials the search ended around (time budget, Ctrl-C)
     trust: list = field(default_factory=list)  # importance.rung_trust: did each rung's ranks hold
+    spent: Any = None  # search.budget.Spent: what the search spent, from its journal
+    budget_ended: bool = False  # its compute budget ended it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -168,7 +170,9 @@ class Outcome:
     def resumable(self) -> bool:
         """Whether --resume has work left: trials not yet created, or unfinished ones Ray would restart
         (a trial the search ended around stays as it is: Ray marks it terminated)."""
-        if len(self.table) < self.spec.num_samples:
+        if self.budget_ended:
+            return False
+        if len(self.table) < (self.spec.num_samples or float("inf")):
             return True
         waiting = (self.table["status"] == layout.UNFINISHED) & ~self.table["trial_id"].isin(self.cut)
         return bool(waiting.any())

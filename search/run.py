@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
                         out.best.trial_id if out.best is not None else None)
     print_summary(out, time.time() - t0)
     if interrupted or out.resumable:
-        why = ("interrupted" if interrupted else "the time budget ended the search" if p.options.time_budget
-               else "the search did not finish")
-        print(f"{why} with {len(out.table)} of {p.spec.num_samples} trials started: continue with  {resume_command(p)}")
+        why = "interrupted" if interrupted else "the search did not finish"
+        of = f" of {p.spec.num_samples}" if p.spec.num_samples else ""
+        print(f"{why} with {len(out.table)}{of} trials started: continue with  {resume_command(p)}")
         return 130 if interrupted else 1
     return 0
 
@@ -208,6 +208,9 @@ def print_summary(out: Outcome, seconds: float) -> None:
         print(f"trial {row.trial_index} errored: {row.error}")
     print(f"\n{len(table)} trials ({', '.join(f'{v} {k}' for k, v in out.counts.items())}); {out.trial_epochs} "
           f"trial-epochs of at most {len(table) * spec.max_t}; {seconds:.0f} s")
+    if spec.budget:
+        print(f"budget: {spec.budget.describe()}; spent {out.spent.describe(spec.budget)}"
+              + (" (the budget ended the search)" if out.budget_ended else ""))
     if out.best is not None:
         best = table.loc[table["best_cmap"].idxmax()]
         print(f"best: trial {best['trial_index']} cmap {best['best_cmap']:.4f} with "

@@ -24,10 +24,12 @@ import optuna
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
 from search import internals, journal
+from search.budget import owed
 from search.layout import DB_FILE, DEFAULT_SEARCHER, SCHEDULERS, SEARCHERS, asha_rungs
 
 DEFAULT = DEFAULT_SEARCHER
@@ -46,22 +48,49 @@ RAY_TRIAL = "ray_trial_id"
 
 class AshaAwareOptunaSearch(OptunaSearch):
     def __init__(self, *, max_t: int, time_attr: str = spaces.TIME_ATTR, db_path: str | None = None,
-                 copy_study: bool = False, journal: str | None = None, **kw):
+                 copy_study: bool = False, journal: str | None = None, rungs: list[int] | None = None,
+                 concurrency: int = 1, **kw):
         if db_path:
             kw["storage"] = sqlite_storage(db_path)
         super().__init__(**kw)
         self._max_t, self._time_attr, self._db_path, self._copy_study = max_t, time_attr, db_path, copy_study
         self._journal = journal
+        self._rungs = sorted(rungs or [max_t])  # ASHA's rungs and max_t: where a running trial is next judged
+        self._concurrency = concurrency
+        self._meter = None  # search.budget.Meter of a search with a budget
         self._last_epoch: dict[str, int] = {}
         self._diverged: set[str] = set()
         self._resume: dict[str, Any] = {}
 
-    def resume_with(self, *, journal: str | None, study: str | None, known) -> None:
-        """Where this restored searcher's journal and study are now, and which trials Ray restores
-        (search.recovery.reconcile); restore(), which Ray calls next, brings the searcher up to them."""
+    def use_budget(self, meter) -> None:
+        """Start trials only while the budget `meter` counts allows (search.budget)."""
+        self._meter = meter
+
+    def resume_with(self, *, journal: str | None, study: str | None, known, meter=None) -> None:
+        """Where this restored searcher's journal and study are now, which trials Ray restores
+        (search.recovery.reconcile) and the budget's meter of this run; restore(), which Ray calls next,
+        brings the searcher up to them."""
         self._resume = {"journal": journal, "study": study, "known": set(known)}
+        self._meter = meter
+
+    def budget_says(self, trial_id: str) -> str | None:
+        """None when a new trial may start; else what suggest answers Tune: not now (None's marker, "wait")
+        while running trials may still free the epochs they are owed, FINISHED when none runs."""
+        if self._meter is None or trial_id in internals.ot_trials(self):
+            return None
+        done = internals.completed(self)
+        running = [self._last_epoch.get(t, 0) for t in internals.ot_trials(self) if t not in done]
+        if self._meter.allows(owed(running, self._rungs), self._rungs[0], self._concurrency):
+            return None
+        if running:
+            return "wait"
+        self._meter.full = True
+        return Searcher.FINISHED
 
     def suggest(self, trial_id: str) -> dict | None:
+        blocked = self.budget_says(trial_id)
+        if blocked is not None:
+            return None if blocked == "wait" else blocked
         if trial_id not in internals.ot_trials(self) and getattr(self, "_orphans", None):
             # asked for before the driver stopped, for a trial that never started: reuse, do not add
             internals.ot_trials(self)[trial_id] = self._orphans.pop(0)
@@ -125,9 +154,9 @@ class AshaAwareOptunaSearch(OptunaSearch):
         """The saved state, then brought up to the study and the journal (_catch_up). The study continued is
         the file --resume names (resume_with: with URI storage, the local copy it fetched), else the
         experiment's own optuna.db beside the searcher state, else the path recorded when the search started."""
-        resume = self._resume  # (the saved state below replaces every attribute)
+        resume, meter = self._resume, self._meter  # (the saved state below replaces every attribute)
         super().restore(checkpoint_path)
-        self._resume = resume
+        self._resume, self._meter = resume, meter
         here = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
         found = next((p for p in (resume.get("study"), here) if p and os.path.isfile(p)), None)
         if self._db_path and found:
@@ -191,8 +220,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     `history` observations a rung's model keeps the best half and the most recent rest."""
 
     def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0, **kw):
-        super().__init__(**kw)
-        self._rungs = sorted(rungs)
+        super().__init__(rungs=rungs, **kw)
         self._min_points, self._history, self._seed = min_points, history, seed
         self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
         self._best_so_far: dict[str, float] = {}
@@ -228,10 +256,11 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
 
     def _catch_up(self, known: set[str] | None) -> None:
         # the rung models hold the saved random state too (and placeholders of proposals that may never be
-        # scored): rebuilt from the observations when next asked, seeded anew (from the same observations the
-        # first seed would propose what it proposed before the driver stopped)
+        # scored): rebuilt from the observations when next asked, seeded anew from the study's size (which
+        # every proposal asked for since the last build has grown; the same seed and observations would
+        # propose again what was proposed before the driver stopped)
         self._models, self._pending = {}, {}
-        self._resumes = getattr(self, "_resumes", 0) + 1
+        self._reseed = len(internals.ot_study(self).get_trials(deepcopy=False))
         super()._catch_up(known)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -243,6 +272,9 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
 
     # --- proposals -----------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
+        blocked = self.budget_says(trial_id)
+        if blocked is not None:  # (before a proposal is made and enqueued)
+            return None if blocked == "wait" else blocked
         fresh = trial_id not in internals.ot_trials(self) and not getattr(self, "_orphans", None)
         if fresh and not internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             proposal = self._propose(trial_id)
@@ -257,7 +289,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         study, consumed = self._models.get(rung) or (None, 0)
         items = list(self._obs[rung].values())
         if study is None or len(study.trials) >= 2 * self._history:
-            seed = self._seed * 1009 + rung + 100_003 * getattr(self, "_resumes", 0)
+            seed = self._seed * 1009 + rung + 100_003 * getattr(self, "_reseed", 0)
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                  n_startup_trials=0, constant_liar=True)
             level = optuna.logging.get_verbosity()
@@ -322,10 +354,10 @@ def tune_domains(space: spaces.Space) -> dict[str, Any]:
     return out
 
 
-def startup_trials(num_samples: int) -> int:
+def startup_trials(num_samples: int | None) -> int:
     """Random trials before TPE models the results: Optuna's 10 would leave a 16-trial search only 6
-    guided trials; a quarter of the budget, between 4 and 10."""
-    return min(10, max(4, num_samples // 4))
+    guided trials; a quarter of the trials, between 4 and 10 (10 when their number is open)."""
+    return min(10, max(4, num_samples // 4)) if num_samples else 10
 
 
 # mftpe's model starts once a rung holds this many scores (or the space's dimensions + 2, if fewer).
@@ -342,15 +374,16 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
     define-by-run function, or Ray's random search."""
     points = [dict(p) for p in space.points]
     common = dict(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t, points_to_evaluate=points,
-                  study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp), journal=journal)
+                  study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp), journal=journal,
+                  concurrency=concurrency)
+    rungs = rung_epochs(max_t, grace_period, reduction_factor)
     if kind == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials(num_samples))
-        return AshaAwareOptunaSearch(sampler=sampler, **common), None
+        return AshaAwareOptunaSearch(sampler=sampler, rungs=rungs, **common), None
     if kind == "mftpe":
         dims = len(space.distributions())
         sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
-        return MultiFidelityTPE(rungs=rung_epochs(max_t, grace_period, reduction_factor),
-                                min_points=min(dims + 2, MFTPE_MIN_POINTS),
+        return MultiFidelityTPE(rungs=rungs, min_points=min(dims + 2, MFTPE_MIN_POINTS),
                                 seed=seed, sampler=sampler, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -380,7 +413,8 @@ class BudgetedASHA(FIFOScheduler):
     16 trials let 40-48 % of full-length random search's epochs through. With the budget, rung k (from 0)
     promotes at most ceil(ASHA_BUDGET x num_samples / rf^(k+1)) trials, 2.5 x the share synchronous
     successive halving would promote; past that only a trial that beats every score recorded at the rung
-    goes on, so an exceptional late trial is never cut. Uses only Ray's public TrialScheduler interface."""
+    goes on, so an exceptional late trial is never cut. With no number of trials (a compute budget) the cap
+    is that share of the trials recorded at the rung so far. Uses only Ray's public TrialScheduler interface."""
 
     def __init__(self, *, time_attr: str, metric: str, mode: str, max_t: int, grace_period: int,
                  reduction_factor: int, num_samples: int | None = None, budget: float = ASHA_BUDGET):
@@ -394,6 +428,8 @@ class BudgetedASHA(FIFOScheduler):
         self._stopped: set[str] = set()
         self._cap = ({r: math.ceil(budget * num_samples / reduction_factor ** (i + 1))
                       for i, r in enumerate(self._rungs)} if num_samples and budget else {})
+        # with no number of trials (a compute budget): the share of the trials recorded at the rung so far
+        self._share = budget if not num_samples else 0.0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
@@ -410,13 +446,21 @@ class BudgetedASHA(FIFOScheduler):
         before = list(self._recorded[rung].values())
         # as Ray: stopped only if below the cutoff (a NaN score is never below it)
         go = not before or not v < float(np.nanpercentile(before, (1 - 1 / self._rf) * 100))
-        if go and rung in self._cap and self._promoted[rung] >= self._cap[rung]:
+        if go and self._promotions_spent(rung):
             go = v > float(np.nanmax(before))  # the budget is spent: only a new leader goes on
         self._recorded[rung][trial_id] = v
         self._promoted[rung] += go
         if not go:
             self._stopped.add(trial_id)
         return TrialScheduler.CONTINUE if go else TrialScheduler.STOP
+
+    def _promotions_spent(self, rung: int) -> bool:
+        """Whether the rung has promoted as many trials as its promotion budget allows (before this one)."""
+        if rung in self._cap:
+            return self._promoted[rung] >= self._cap[rung]
+        if self._share:
+            return self._promoted[rung] >= math.ceil(self._share * (len(self._recorded[rung]) + 1) / self._rf)
+        return False
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from ray import tune
 
 from search import internals, layout, revalidate, storage
 from search.cluster import Cluster
@@ -46,7 +47,34 @@ def journal_path(plan: Plan, name: str) -> str:
     return storage.join(opts.exp, name, layout.RESULTS_LOG)
 
 
-def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int, callbacks: tuple = ()):
+def meter(plan: Plan):
+    """The search's budget meter (search.budget), from what its journal says earlier runs spent; None without
+    a budget."""
+    from search import budget, journal
+
+    spec = plan.spec
+    if not spec.budget:
+        return None
+    return budget.Meter(spec.budget, budget.Spent.from_journal(journal.read(plan.options.journal)))
+
+
+class BudgetStop(tune.Stopper):
+    """A search.budget.Meter as Ray's Stopper: it sees every result and ends the search at the budget."""
+
+    def __init__(self, meter):
+        self.meter = meter
+
+    def __call__(self, trial_id, result):
+        return self.meter(trial_id, result)
+
+    def stop_all(self):
+        return self.meter.stop_all()
+
+
+def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int | None, callbacks: tuple = (),
+               stop=None):
+    """The RunConfig of the search's Tuner (`name` its name) or of the re-validation's; `stop` is the search's
+    budget meter (search.budget.Meter), if it has one."""
     from ray import tune
 
     from search.journal import Journal
@@ -63,10 +91,10 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
 
         callbacks = tuple(callbacks) + tuple(tracking.callbacks(list(opts.log_to), opts.exp, opts.name))
     live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
-                                             first_number=spec.first_trial_number)]
+                                             first_number=spec.first_trial_number, meter=stop)]
     watch = StorageWatch(exp)
-    records = [watch, CutTrials(exp, watch), RepairCheckpoints(), Journal(journal_path(plan, name), exp, watch)]
-    return tune.RunConfig(name=name, storage_path=storage_path,
+    records = [watch, CutTrials(exp, watch), RepairCheckpoints(), Journal(journal_path(plan, name), exp, watch, meter=stop)]
+    return tune.RunConfig(name=name, storage_path=storage_path, stop=BudgetStop(stop) if stop is not None else None,
                           sync_config=tune.SyncConfig(sync_timeout=SYNC_TIMEOUT_S),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                           failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -103,16 +131,27 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
         restored = _restored(plan, opts.name, opts.exp, opts.journal, hooks)
         if restored is not None:
             tuner, resumed = restored
+            gauge = meter(plan)
+            if gauge is not None:
+                print(f"birdtune: budget {spec.budget.describe()}: spent {gauge.before.describe(spec.budget)} "
+                      "before this run", flush=True)
             searcher, scheduler = internals.restored_search(tuner)
             if hasattr(searcher, "resume_with"):
-                searcher.resume_with(journal=opts.journal, study=opts.study, known=resumed.known)
+                searcher.resume_with(journal=opts.journal, study=opts.study, known=resumed.known, meter=gauge)
             if hasattr(scheduler, "resume_with"):
                 scheduler.resume_with(journal=opts.journal)
-            return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
+            return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks,
+                                               stop=gauge))
     if spec.study:
         Path(spec.study).parent.mkdir(parents=True, exist_ok=True)
     searcher, param_space, scheduler = make(plan, cluster.concurrency)
-    print(f"birdtune: space '{spec.space}': {spec.num_samples} trials of up to {spec.max_t} epochs, "
+    gauge = meter(plan)
+    if gauge is not None and hasattr(searcher, "use_budget"):
+        searcher.use_budget(gauge)
+    trials = (f"{spec.num_samples} trials" if spec.num_samples else "trials") + f" of up to {spec.max_t} epochs"
+    if spec.budget:
+        trials += f"{' or' if spec.num_samples else ''} until a budget of {spec.budget.describe()} would be spent"
+    print(f"birdtune: space '{spec.space}': {trials}, "
           f"{cluster.concurrency} at a time ({spec.cpus_per_trial} CPU, {spec.gpus_per_trial} GPU each, worker "
           f"processes {'reused' if cluster.reuse_actors else 'fresh per trial'}); searching "
           f"{', '.join(spec.searched)} with {spec.searcher} + {spec.scheduler}", flush=True)
@@ -124,10 +163,9 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
         print("\n".join(tracking.where(list(opts.log_to), opts.exp, opts.name)), flush=True)
     return tune.Tuner(
         trainable(plan, hooks), param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-                                    max_concurrent_trials=cluster.concurrency, time_budget_s=opts.time_budget,
-                                    reuse_actors=cluster.reuse_actors),
-        run_config=run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks))
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples or -1,
+                                    max_concurrent_trials=cluster.concurrency, reuse_actors=cluster.reuse_actors),
+        run_config=run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks, stop=gauge))
 
 
 def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks: TrialHooks | None = None):
@@ -190,4 +228,5 @@ def _this_run(tuner, config):
     public way to change it."""
     restored = internals.restored_run_config(tuner)
     restored.callbacks, restored.failure_config, restored.verbose = config.callbacks, config.failure_config, config.verbose
+    restored.stop = config.stop
     return tuner

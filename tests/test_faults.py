@@ -22,9 +22,10 @@ SMOKE = spaces.get("smoke")
 WARM_LR = SMOKE.points[0]["lr"]  # the first trial's lr: faults aimed there hit exactly one trial
 
 
-def search(store, name, *args, fault=None, fault_dir=None, timeout=400, **popen):
+def search(store, name, *args, fault=None, fault_dir=None, chaos=None, timeout=400, env=ENV, **popen):
+    """The search, finished; with popen arguments (start_new_session=...) the running process."""
     return helpers.search("--storage-path", store, "--name", name, *args, fault=fault, fault_dir=fault_dir,
-                          timeout=timeout, popen=bool(popen), **popen)
+                          chaos=chaos, timeout=timeout, popen=bool(popen), env=env, **popen)
 
 
 def trials(store, name) -> pd.DataFrame:
@@ -106,7 +107,9 @@ def interrupted(tmp_path_factory):
     runs, tables = [], []
     for i, moment in enumerate(STOPS + ["none"]):
         args = ["--resume"] if i else ["--num-samples", str(INTERRUPTED_TRIALS)]
-        r = search(store, "ck", *args, chaos=moment, fault_dir=store / f"chaos-{i}", start_new_session=True, env=env)
+        proc = search(store, "ck", *args, chaos=moment, fault_dir=store / f"chaos-{i}", start_new_session=True, env=env)
+        out, _ = proc.communicate(timeout=400)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
         runs.append(r)
         tables.append((store / "ck" / "trials.csv").is_file() and trials(store, "ck"))
         assert moment == "none" or r.returncode != 0, f"{moment} was not reached: {r.stdout[-2000:]}"

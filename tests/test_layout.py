@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # the order of search/ (README, Layout): each module may import only the ones before it
-SEARCH = ["layout", "storage", "internals", "journal", "results", "cli", "tracking", "plan", "cluster", "searcher",
+SEARCH = ["layout", "budget", "storage", "internals", "journal", "results", "cli", "tracking", "plan", "cluster", "searcher",
           "trainable", "progress", "records", "recovery", "revalidate", "tuning", "importance", "report", "export", "run"]
 
 

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 import spaces
 from core import checkpoint
 from core.config import TrainConfig
+import helpers
 from helpers import ENV, free_port, search
 from search.layout import STATUSES
 
@@ -302,4 +303,28 @@ def test_trials_the_time_budget_cuts_are_unfinished_in_the_live_lines_and_the_ta
     assert len(cut) == 1 and cut.epochs.iloc[0] < 100, table  # no scheduler: nothing else stops a trial
     assert (tmp_path / "tb" / "cut_trials.txt").read_text().split() == [cut.trial_id.iloc[0]]
     assert f"trial {cut.trial_index.iloc[0]:>3} unfinished at epoch" in r.stdout
-    assert r.returncode == 1 and f"the time budget ended the search with {len(table)} of 30 trials started" in r.stdout
+    # the budget is the search's: spent, it is done (a --resume would start nothing)
+    assert r.returncode == 0 and "budget: 9s of search time; spent 9s of 9s (the budget ended the search)" in r.stdout
+
+
+def test_an_epoch_budget_is_spent_once_across_a_killed_driver_and_its_resume(tmp_path):
+    """--epoch-budget with no --num-samples: trials start until the budget would be spent; the driver killed
+    midway, --resume spends what is left and no more, and says so."""
+    import signal
+
+    env = {**helpers.ENV, "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    killed = search("--storage-path", tmp_path, "--name", "eb", "--epoch-budget", "12", chaos="result@5",
+                    fault_dir=tmp_path / "chaos", popen=True, start_new_session=True, env=env)
+    killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    r = search("--storage-path", tmp_path, "--name", "eb", "--resume", env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "budget 12 trial-epochs: spent 5 of 12 trial-epochs before this run" in r.stdout
+    table = pd.read_csv(tmp_path / "eb" / "trials.csv")
+    smoke = spaces.get("smoke")
+    # the search ends at the budget: the trials still running then are cut (results in flight may add one)
+    assert 12 <= table.epochs.sum() <= 12 + 1 and len(table) > 12 // smoke.epochs, table
+    assert f"budget: 12 trial-epochs; spent {table.epochs.sum()} of 12 trial-epochs (the budget ended the search)" in r.stdout
+    again = search("--storage-path", tmp_path, "--name", "eb", "--resume", env=env)
+    assert again.returncode == 0 and len(pd.read_csv(tmp_path / "eb" / "trials.csv")) == len(table)
+    assert pd.read_csv(tmp_path / "eb" / "trials.csv").epochs.sum() == table.epochs.sum()
