@@ -244,7 +244,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         best = max(float(value), self._best_so_far.get(trial_id, float("-inf")))
         self._best_so_far[trial_id] = best
         if epoch in self._obs and trial_id not in self._obs[epoch]:
-            params = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id]).params
+            frozen = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
             pending = self._pending.get(trial_id)
             if pending and pending[0] == epoch and epoch in self._models:
                 study, _ = self._model(epoch)  # (may rebuild it, which drops the placeholders)
@@ -252,7 +252,8 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
                     study.tell(pending[1], best)
                     self._models[epoch] = (study, self._models[epoch][1] + 1)
                     self._pending.pop(trial_id)
-            self._obs[epoch][trial_id] = (params, best)
+            # with the trial's own distributions: a conditional space's trials differ in what they searched
+            self._obs[epoch][trial_id] = (frozen.params, best, frozen.distributions)
 
     def _catch_up(self, known: set[str] | None) -> None:
         # the rung models hold the saved random state too (and placeholders of proposals that may never be
@@ -305,19 +306,10 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
                 add = items
         else:
             add = items[consumed:]
-        dists = self._distributions()
-        for params, value in add:
+        for params, value, dists in add:
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
         self._models[rung] = (study, len(items))
         return study, len(items)
-
-    def _distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        if not hasattr(self, "_dists"):
-            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-            trial = study.ask()
-            internals.define_space(self, trial)
-            self._dists = trial.distributions
-        return self._dists
 
     def _propose(self, trial_id: str) -> dict[str, Any] | None:
         rung = next((r for r in reversed(self._rungs) if len(self._obs[r]) >= self._min_points), None)

@@ -1,23 +1,26 @@
-"""LCBench (YAHPO Gym's surrogate of it) as a replay benchmark: learning curves of MLPs on OpenML tasks, 52
-epochs, 7 hyperparameters, read with ONNX Runtime from ../shared/benchmarks/lcbench (see its README).
+"""LCBench (YAHPO Gym's surrogate of it) as a replay benchmark (tests/bench/benchmarks.py): learning curves of
+MLPs on OpenML tasks, 52 epochs, 7 hyperparameters, read with ONNX Runtime from ../shared/benchmarks/lcbench
+(see its README), or from BIRDTUNE_LCBENCH_DIR.
 
     Surrogate(path).curves(task, [config, ...]) -> (val_accuracy (n, 52), seconds per epoch (n, 52))
 
 The search space and its defaults come from the folder's config_space.json; `space()` gives them as a
 birdtune spaces.Space (an Optuna define-by-run function, the defaults as its first point, 52 epochs).
+`LCBench()` is the surrogate as the replay's benchmark: its 34 valid tasks, 17 of them for development.
 Not collected by pytest.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = ROOT.parent / "shared" / "benchmarks" / "lcbench"
+DEFAULT_DIR = Path(os.environ.get("BIRDTUNE_LCBENCH_DIR") or ROOT.parent / "shared" / "benchmarks" / "lcbench")
 EPOCHS = 52
 # the model's continuous inputs, in its order (after the epoch)
 INPUTS = ("batch_size", "learning_rate", "momentum", "weight_decay", "num_layers", "max_units", "max_dropout")
@@ -26,9 +29,6 @@ OUTPUTS = ("time", "val_accuracy", "val_cross_entropy", "val_balanced_accuracy",
 # the README's development tasks: every choice is made on these; the other valid tasks are held out
 DEV_TASKS = ("3945,34539,126025,126029,167168,167184,167185,167190,167201,168330,168335,189354,189865,189866,"
              "189873,189905,189909").split(",")
-REFERENCE_CONFIGS = 10_000  # the fixed random sample each task's best and median come from
-REFERENCE_SEED = 20_201
-REFERENCE_FILE = Path(__file__).resolve().parent / "data" / "lcbench-reference.json"
 
 
 class MissingBenchmark(Exception):
@@ -52,7 +52,6 @@ class Surrogate:
         self.hyper = {h["name"]: h for h in cs["hyperparameters"]}
         self.tasks = list(self.hyper["OpenML_task_id"]["choices"])
         self.codes = json.loads((self.path / "encoding.json").read_text())["OpenML_task_id"]
-        self._references: dict[str, list[float]] | None = None
 
     def check_tasks(self, tasks: list[str]) -> None:
         bad = [t for t in tasks if t not in self.tasks]
@@ -87,38 +86,6 @@ class Surrogate:
         seconds = np.diff(elapsed, axis=1, prepend=0.0)
         return acc, np.maximum(seconds, 1e-3)  # the clock always moves forward
 
-    def random_configs(self, n: int, seed: int) -> list[dict[str, Any]]:
-        rng = np.random.default_rng(seed)
-        cols = {}
-        for name in INPUTS:
-            h = self.hyper[name]
-            lo, hi = float(h["lower"]), float(h["upper"])
-            if h["type"] == "uniform_int":
-                lo, hi = lo - 0.5 + 1e-9, hi + 0.5 - 1e-9
-            if h["log"]:
-                v = np.exp(rng.uniform(math.log(max(lo, 1e-12)), math.log(hi), n))
-            else:
-                v = rng.uniform(lo, hi, n)
-            cols[name] = np.clip(np.round(v), h["lower"], h["upper"]).astype(int) if h["type"] == "uniform_int" else v
-        return [{k: cols[k][i] for k in INPUTS} for i in range(n)]
-
-    def reference(self, task: str) -> tuple[float, float]:
-        """(best, median) full-length quality of a fixed random sample of REFERENCE_CONFIGS configs of the task:
-        read once from tests/bench/data/lcbench-reference.json (committed for all 34 tasks), computed and
-        added there if missing (~15 s per task)."""
-        if self._references is None:
-            self._references = json.loads(REFERENCE_FILE.read_text()) if REFERENCE_FILE.is_file() else {}
-        key = f"{task}:{REFERENCE_CONFIGS}:{REFERENCE_SEED}"
-        if key not in self._references:
-            configs = self.random_configs(REFERENCE_CONFIGS, REFERENCE_SEED)
-            q = np.concatenate([self.curves(task, configs[i:i + 500])[0].max(axis=1)
-                                for i in range(0, len(configs), 500)])
-            self._references[key] = [float(q.max()), float(np.median(q))]
-            REFERENCE_FILE.write_text(json.dumps(self._references, indent=1, sort_keys=True))
-        best, median = self._references[key]
-        return float(best), float(median)
-
-
 class _Define:
     """The surrogate's define-by-run function: it carries the ranges only (not the ONNX session), so the
     space pickles like any other."""
@@ -133,3 +100,20 @@ class _Define:
                 trial.suggest_int(name, int(h["lower"]), int(h["upper"]), log=bool(h["log"]))
             else:
                 trial.suggest_float(name, float(h["lower"]), float(h["upper"]), log=bool(h["log"]))
+
+
+class LCBench:
+    """The surrogate as the replay's benchmark (tests/bench/benchmarks.py's protocol)."""
+
+    name = "lcbench"
+    dev_tasks = list(DEV_TASKS)
+
+    def __init__(self, path: str | Path | None = None):
+        self.surrogate = Surrogate(path)
+        self.tasks = list(self.surrogate.tasks)
+
+    def space(self):
+        return self.surrogate.space()
+
+    def curves(self, task: str, configs: list[dict[str, Any]]):
+        return self.surrogate.curves(task, configs)

@@ -1,19 +1,23 @@
 """Search quality on learning curves nobody has to train again: many simulated searches, paired by seed, per
-benchmark task, method, budget and worker count, as Syne Tune's simulator backend does it.
+benchmark task, method, cell and worker count, as Syne Tune's simulator backend does it.
 
-    python tests/bench/replay.py [--benchmark birdtune-default|birdtune-tiny|lcbench] [--tasks ID,...]
+    python tests/bench/replay.py [--benchmark lcbench|birdtune-default|birdtune-tiny|FILE.py:NAME] [--tasks ID,...]
                                  [--lcbench-dir PATH] [--seeds 100] [--first-seed 0] [--budgets 16,32]
-                                 [--workers 2,4] [--methods random_full,stock,birdtune] [--json PATH]
-                                 [--plots DIR] [--processes 2] [--timing]
+                                 [--compute 4,8,16,32] [--workers 2,4] [--methods random_full,stock,birdtune]
+                                 [--peers FILE] [--json PATH] [--plots DIR] [--processes 2] [--timing]
 
-Benchmarks. `birdtune-default` / `birdtune-tiny` (`--size default|tiny` is an alias): this project's tables,
-tests/bench/data/finetune-<size>.parquet (tests/bench/record.py), configs drawn uniformly from the finetune
-space, each trained for the demo's 8 epochs with 2 training seeds; a config the table lacks is answered by
-its nearest recorded neighbour in the space scaled to [0, 1] (log scale where the space samples on one),
-with one of its 2 runs drawn per (replay seed, config), so every method meets the same noise (a config met
-again answers with its other run). `lcbench`: YAHPO Gym's LCBench surrogate (tests/bench/lcbench.py), 52
-epochs of val_accuracy, the surrogate's time per epoch on the clock; without --tasks the README's 17
-development tasks.
+Benchmarks (tests/bench/benchmarks.py holds the protocol any benchmark follows, and the built-ins):
+`lcbench`, YAHPO Gym's LCBench surrogate (52 epochs of val_accuracy; without --tasks its 17 development tasks);
+`birdtune-default` / `birdtune-tiny`, this project's recorded finetune tables (tests/bench/tables.py); or
+`FILE.py:NAME`, any object with name, tasks, dev_tasks, space() and curves(task, configs).
+
+Cells. `--budgets N` (trial-count cells): every method runs N trials. `--compute C` (equal-compute cells):
+every method may spend C full-length trials' worth of trial-epochs (C x the benchmark's epochs) and starts
+trials until that would be spent: birdtune through the same code as `--epoch-budget` (search.budget: its
+searcher starts a trial while the running ones' next rungs and the new one's first rung fit, and the search
+ends at the budget); random_full starts a full-length trial only while one fits; stock and random_asha, as a
+Ray Tune script with a trial-epochs stopper would, start trials while the budget is not spent and are cut
+when it is.
 
 A simulated search drives the real objects through Ray Tune's public interfaces, without starting Ray: a
 Searcher's suggest / on_trial_result / on_trial_complete and a TrialScheduler's on_trial_add /
@@ -21,24 +25,29 @@ on_trial_result / on_trial_complete, in the order Ray's TuneController calls the
 checks it against a real Tuner). W workers run trials on a simulated clock; a stopped trial's later epochs
 never happen; the searcher's own time per suggestion (measured) delays the trial it starts.
 
-A config's quality is its best epoch at full length (on a table, the mean over its 2 runs). A search's pick
-is its trial with the best observed score (what birdtune exports), scored at full length; its regret is
-(best - pick) / (best - median), best and median over the table, or over a fixed random sample of 10,000
-configs of the LCBench task, so tasks can be pooled.
+A config's quality is its best epoch at full length (a benchmark may define its own: a recorded table's is
+the mean over its runs). A search's pick is its trial with the best observed score (what birdtune exports),
+scored at full length; its regret is (best - pick) / (best - median), best and median over a fixed random
+sample of 10,000 configs of the task (tests/bench/benchmarks.py), so tasks can be pooled.
 
-Methods, all starting from the space's base config (the notebook's; LCBench's defaults): random_full (random
-search, every trial at full length), random_asha (random + Ray's ASHA with its defaults), stock
-(OptunaSearch with Optuna's defaults + Ray's ASHAScheduler with its defaults: grace 1, reduction 4), birdtune
-(the default searcher with the default scheduler and the settings a search derives), and variants
+Methods, all starting from the space's base config (its points[0]): random_full (random search, every trial
+at full length), random_asha (random + Ray's ASHA with its defaults), stock (OptunaSearch with Optuna's
+defaults + Ray's ASHAScheduler with its defaults: grace 1, reduction 4), birdtune (the default searcher with
+the default scheduler and the settings a search derives), and variants
 `searcher[:attr=value][@scheduler[:grace_period=N:reduction_factor=N]]`. The random methods draw through
 Optuna's RandomSampler, so that under one seed every Optuna-based method starts from the same configs.
-Per cell: paired one-sided Wilcoxon over (task, seed) against stock and random_full, Holm's correction
-across the run's cells, a bootstrap interval of the paired difference, per-task wins. Not collected by pytest.
+`--peers FILE` adds the tools users pick instead (tests/bench/peers/: Optuna's pruners, Syne Tune, SMAC3,
+DEHB, NePS), recorded once per benchmark, task, cell and seed.
+
+Per cell: mean normalised regret with a bootstrap 95 % interval; mean rank across tasks; birdtune against
+stock and random_full paired by (task, seed) (one-sided Wilcoxon, bootstrap interval of the difference,
+per-task wins); every method against every other by a one-sided Wilcoxon signed-rank test over the tasks'
+mean regrets (over (task, seed) against stock and random_full); Holm's correction across the others and the
+run's cells. Not collected by pytest.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import heapq
 import json
 import math
@@ -49,124 +58,26 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data"
+import benchmarks  # noqa: E402
+
 METRIC, MODE = "cmap", "max"
+BASELINES = ("random_full", "random_asha", "stock")
+_BENCH: dict[str, object] = {}
 
 
-@dataclasses.dataclass
-class Table:
-    """The recorded curves, indexed for nearest-neighbour lookups."""
-
-    space: object
-    params: list[str]
-    configs: pd.DataFrame  # config_id -> param values
-    cmap: np.ndarray  # (configs, seeds, epochs)
-    seconds: np.ndarray  # (configs, seeds, epochs)
-    quality: np.ndarray  # (configs,) mean over seeds of the best epoch
-    tree: object
-
-    @classmethod
-    def load(cls, space_name: str, size: str) -> "Table":
-        import spaces
-        from scipy.spatial import cKDTree
-
-        df = pd.read_parquet(DATA / f"{space_name}-{size}.parquet")
-        space = spaces.get(space_name)
-        dists = space.distributions()
-        params = list(dists)
-        ids = sorted(df["config_id"].unique())
-        seeds = sorted(df["seed"].unique())
-        epochs = int(df["epoch"].max())
-        full = df.set_index(["config_id", "seed", "epoch"]).sort_index()
-        cmap = np.full((len(ids), len(seeds), epochs), np.nan)
-        secs = np.full_like(cmap, np.nan)
-        pos = {c: i for i, c in enumerate(ids)}
-        for (c, s, e), row in full.iterrows():
-            cmap[pos[c], seeds.index(s), e - 1] = row["cmap"]
-            secs[pos[c], seeds.index(s), e - 1] = row["seconds"]
-        # a diverged run stopped early: its missing epochs score 0 and take no time
-        cmap, secs = np.nan_to_num(cmap, nan=0.0), np.nan_to_num(secs, nan=0.0)
-        configs = df.drop_duplicates("config_id").set_index("config_id").loc[ids, params].reset_index(drop=True)
-        table = cls(space, params, configs, cmap, secs, cmap.max(axis=2).mean(axis=1), None)
-        table.tree = cKDTree(table.scaled(configs.to_dict("records")))
-        return table
-
-    def scaled(self, configs: list[dict]) -> np.ndarray:
-        dists = self.space.distributions()
-        out = np.zeros((len(configs), len(self.params)))
-        for j, p in enumerate(self.params):
-            d = dists[p]
-            x = np.array([float(c[p]) for c in configs])
-            lo, hi = float(d["low"]), float(d["high"])
-            if d["log"]:
-                x, lo, hi = np.log(x), math.log(lo), math.log(hi)
-            out[:, j] = (x - lo) / (hi - lo)
-        return out
-
-    def nearest(self, config: dict) -> int:
-        return int(self.tree.query(self.scaled([config])[0])[1])
-
-
-class TableBenchmark:
-    """One of birdtune's recorded tables as a benchmark of one task ("table"): a config is answered by its
-    nearest recorded config, with one of its training runs (see the module's docstring)."""
-
-    def __init__(self, size: str):
-        self.name = f"birdtune-{size}"
-        self.table = Table.load("finetune", size)
-        self.space = self.table.space.on_demo()
-        self.tasks = ["table"]
-        self.epochs = self.space.epochs
-
-    def reference(self, task: str) -> tuple[float, float]:
-        return float(self.table.quality.max()), float(np.median(self.table.quality))
-
-    def curve(self, task: str, config: dict, seed: int, hits: dict) -> tuple[np.ndarray, np.ndarray, float]:
-        t = self.table
-        row = t.nearest(config)
-        # the noise draw: which recorded training seed answers, the same for every method under this seed;
-        # a config hit again gets the other seed (a rerun near it is a new training run, not a copy)
-        base = int(np.random.default_rng([seed, row]).integers(t.cmap.shape[1]))
-        draw = (base + hits.get(row, 0)) % t.cmap.shape[1]
-        hits[row] = hits.get(row, 0) + 1
-        return t.cmap[row, draw], t.seconds[row, draw], float(t.quality[row])
-
-
-class LCBenchmark:
-    """LCBench through YAHPO Gym's surrogate (tests/bench/lcbench.py): deterministic curves, val_accuracy in %,
-    the surrogate's time per epoch on the clock; a config's quality is its best epoch at full length."""
-
-    def __init__(self, path: str | None):
-        from lcbench import Surrogate
-
-        self.name = "lcbench"
-        self.surrogate = Surrogate(path)
-        self.space = self.surrogate.space()
-        self.tasks = []
-        self.epochs = self.space.epochs
-
-    def reference(self, task: str) -> tuple[float, float]:
-        return self.surrogate.reference(task)
-
-    def curve(self, task: str, config: dict, seed: int, hits: dict) -> tuple[np.ndarray, np.ndarray, float]:
-        acc, secs = self.surrogate.curves(task, [config])
-        return acc[0], secs[0], float(acc[0].max())
-
-
-_BENCH: dict[tuple, object] = {}
-
-
-def get_benchmark(name: str, lcbench_dir: str | None = None):
-    """The benchmark by name, built once per process."""
-    key = (name, lcbench_dir)
-    if key not in _BENCH:
-        _BENCH[key] = LCBenchmark(lcbench_dir) if name == "lcbench" else TableBenchmark(name.split("-", 1)[1])
-    return _BENCH[key]
+def get_benchmark(spec: str, lcbench_dir: str | None = None):
+    """The benchmark `spec` names (benchmarks.load), built once per process."""
+    if lcbench_dir:
+        os.environ["BIRDTUNE_LCBENCH_DIR"] = lcbench_dir
+    if spec not in _BENCH:
+        _BENCH[spec] = benchmarks.load(spec)
+    return _BENCH[spec]
 
 
 class FakeTrial:
@@ -187,11 +98,12 @@ def parse_method(name: str) -> tuple[str, list[str], str, list[str]]:
     return kind, opts, sched, sopts
 
 
-def make_method(name: str, space, seed: int, budget: int, workers: int, grace: int | None = None,
+def make_method(name: str, space, seed: int, budget: int | None, workers: int, grace: int | None = None,
                 rf: int | None = None):
-    """(searcher, scheduler) of a method, as a search with these settings would build them. Every method's
-    first trial is the space's base config (its points). stock and the random methods get Ray's defaults;
-    birdtune's searchers get birdtune's scheduler with the space's settings (or `grace` / `rf`)."""
+    """(searcher, scheduler) of a method, as a search with these settings would build them (`budget` trials,
+    None for a compute budget). Every method's first trial is the space's base config (its points).
+    stock and the random methods get Ray's defaults; birdtune's searchers get birdtune's scheduler with the
+    space's settings (or `grace` / `rf`)."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -224,31 +136,48 @@ def make_method(name: str, space, seed: int, budget: int, workers: int, grace: i
                                        num_samples=budget, **kw)
 
 
-def simulate(method: str, bench_name: str, task: str, budget: int, workers: int, seed: int,
+def simulate(method: str, bench_name: str, task: str, budget: int | None, workers: int, seed: int,
              grace: int | None = None, rf: int | None = None, lcbench_dir: str | None = None,
-             trace: bool = False) -> dict:
-    """One simulated search; returns its pick's full-length quality, normalised regret, trial-epochs and
-    anytime curve (and with `trace`, every trial's config and last epoch in launch order)."""
+             trace: bool = False, compute: int | None = None) -> dict:
+    """One simulated search of `budget` trials, or (`compute`) of compute x epochs trial-epochs; returns its
+    pick's full-length quality, normalised regret, trial-epochs and anytime curve (and with `trace`, every
+    trial's config and last epoch in launch order)."""
     from ray.tune.schedulers import TrialScheduler
 
+    from search.budget import Budget, Meter
+
     bench = get_benchmark(bench_name, lcbench_dir)
-    space = bench.space
-    best_q, median_q = bench.reference(task)
+    space = bench.space()
+    best_q, median_q = benchmarks.reference(bench, task)
     scale = max(best_q - median_q, 1e-12)
     np.random.seed(seed)  # ASHA draws its bracket with numpy's global generator
-    searcher, scheduler = make_method(method, space, seed, budget, workers, grace, rf)
+    searcher, scheduler = make_method(method, space, seed, None if compute else budget, workers, grace, rf)
     max_t = space.epochs
+    meter = Meter(Budget(epochs=compute * max_t)) if compute else None
+    if meter is not None and hasattr(searcher, "use_budget"):
+        searcher.use_budget(meter)  # birdtune: the code --epoch-budget runs
     events: list = []  # (time, order, trial_id)
     trials: dict[str, dict] = {}
-    driver, created, order, epochs_used = 0.0, 0, 0, 0
+    driver, created, order = 0.0, 0, 0
     incumbent = (-math.inf, None)  # observed score, full-length quality
     anytime: list[tuple[int, float]] = []
     suggest_s: list[float] = []
     hits: dict = {}
+    epochs_used = 0
+
+    def may_start() -> bool:
+        if meter is None:
+            return created < budget
+        if hasattr(searcher, "use_budget") or meter.stop_all():
+            return not meter.stop_all()  # birdtune's searcher decides the rest
+        if method == "random_full":  # a full-length trial only while one fits
+            running = sum(max_t - st["epoch"] for st in trials.values() if not st["done"])
+            return meter.epochs + running + max_t <= meter.budget.epochs
+        return True  # stock, random_asha: while the budget is not spent
 
     def launch(now: float) -> bool:
         nonlocal created, driver, order
-        if created >= budget:
+        if not may_start():
             return False
         tid = f"t{created:04d}"
         t0 = time.perf_counter()
@@ -258,40 +187,53 @@ def simulate(method: str, bench_name: str, task: str, budget: int, workers: int,
         if config is None or config == "FINISHED":
             return False
         created += 1
-        scores, seconds, quality = bench.curve(task, config, seed, hits)
+        scores, seconds = benchmarks.curves(bench, task, [config], seed, hits)
+        quality = bench.quality(task, config) if hasattr(bench, "quality") else float(scores[0].max())
         driver = max(driver, now) + dt
         trial = FakeTrial(tid, config)
         scheduler.on_trial_add(None, trial)
-        trials[tid] = dict(trial=trial, scores=scores, seconds=seconds, quality=quality, epoch=0, config=config)
-        heapq.heappush(events, (driver + seconds[0], order, tid))
+        trials[tid] = dict(trial=trial, scores=scores[0], seconds=seconds[0], quality=quality, epoch=0,
+                           config=config, done=False)
+        heapq.heappush(events, (driver + seconds[0][0], order, tid))
         order += 1
         return True
 
-    for _ in range(workers):
-        if not launch(0.0):
-            break
+    def fill(now: float) -> None:
+        while sum(not st["done"] for st in trials.values()) < workers and launch(now):
+            pass
+
+    fill(0.0)
     while events:
         now, _, tid = heapq.heappop(events)
         st = trials[tid]
         e = st["epoch"] = st["epoch"] + 1
         value = float(st["scores"][e - 1])
         epochs_used += 1
-        result = {"epoch": e, "training_iteration": e, METRIC: value, "trial_id": tid}
+        result = {"epoch": e, "training_iteration": e, METRIC: value, "trial_id": tid,
+                  "time_this_iter_s": float(st["seconds"][e - 1])}
+        if meter is not None:
+            meter(tid, result)  # (Ray hands the stopper every result first)
         if value > incumbent[0]:
             incumbent = (value, st["quality"])
         anytime.append((epochs_used, (best_q - incumbent[1]) / scale))
         decision = scheduler.on_trial_result(None, st["trial"], result)
         if decision == TrialScheduler.STOP or e >= max_t:
+            st["done"] = True
             searcher.on_trial_complete(tid, result=result)
             scheduler.on_trial_complete(None, st["trial"], result)
-            launch(now)
         else:
             searcher.on_trial_result(tid, result)
             heapq.heappush(events, (max(now, driver) + st["seconds"][e], order, tid))
             order += 1
-    out = dict(benchmark=bench_name, task=task, method=method, budget=budget, workers=workers, seed=seed,
-               quality=incumbent[1], regret=float((best_q - incumbent[1]) / scale), epochs=epochs_used,
-               trials=created, anytime=anytime, suggest_ms=1000 * float(np.median(suggest_s)) if suggest_s else 0.0)
+        if meter is not None and meter.stop_all():  # the budget is spent: the search ends, cutting what runs
+            break
+        fill(now)
+    out = dict(benchmark=bench.name, task=task, method=method, budget=budget if not compute else None,
+               compute=compute, workers=workers, seed=seed, quality=incumbent[1],
+               regret=float((best_q - incumbent[1]) / scale), epochs=epochs_used, trials=created, anytime=anytime,
+               suggest_ms=1000 * float(np.median(suggest_s)) if suggest_s else 0.0)
+    if compute:
+        out["overshoot"] = max(0, epochs_used - compute * max_t)
     if trace:
         out["trace"] = [(tid, st["config"], st["epoch"]) for tid, st in trials.items()]
     return out
@@ -304,7 +246,7 @@ def _run(args):
 RHO = 0.8  # the rank correlation at which a table's early scores are said to rank configs as their final ones
 
 
-def rank_evidence(table: Table, rho: float = RHO) -> tuple[int, list[float]]:
+def rank_evidence(table, rho: float = RHO) -> tuple[int, list[float]]:
     """The first epoch at which one training run's best score so far ranks the recorded configs as their final
     quality does with Spearman's rho >= `rho` (what a search sees at a rung is one seed's curve), and the
     correlation at every epoch. Information only: no method is given it."""
@@ -354,28 +296,53 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
+def cell_of(row: dict) -> tuple:
+    """A run's cell: ('trials', N) or ('compute', C), with its workers."""
+    compute = row.get("compute")
+    if compute is not None and not (isinstance(compute, float) and math.isnan(compute)) and compute:
+        return "compute", int(compute), int(row["workers"])
+    return "trials", int(row["budget"]), int(row["workers"])
+
+
+def mean_ranks(df: pd.DataFrame) -> dict[str, float]:
+    """Each method's rank (1 = lowest mean regret) on each task, averaged over the tasks all methods ran."""
+    per = df.groupby(["task", "method"])["regret"].mean().unstack()
+    per = per.dropna()
+    return per.rank(axis=1, method="average").mean().to_dict() if not per.empty else {}
+
+
 def summarize(rows: list[dict], methods: list[str]) -> tuple[list[dict], list[dict]]:
-    """(per-task rows, per-cell aggregate rows with task 'all'), the figures the issue asks for."""
+    """(per-task rows, per-cell aggregate rows with task 'all'), the figures the README's tables show. Peers'
+    rows (tests/bench/peers/) join as methods of their own."""
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("anytime", "trace")} for r in rows])
     df["task"] = df["task"].astype(str)
+    if "compute" not in df:
+        df["compute"] = None
+    df["cell"] = [cell_of(r) for r in df.to_dict("records")]
     per_task = []
-    for (task, budget, workers, method), g in df.groupby(["task", "budget", "workers", "method"], sort=False):
-        per_task.append(dict(benchmark=str(g["benchmark"].iloc[0]), task=task, method=method, budget=int(budget),
-                             workers=int(workers), seeds=len(g), mean_norm_regret=float(g["regret"].mean()),
+    for (task, cell, method), g in df.groupby(["task", "cell", "method"], sort=False):
+        per_task.append(dict(benchmark=str(g["benchmark"].iloc[0]), task=task, method=method,
+                             budget=cell[1] if cell[0] == "trials" else None, compute=cell[1] if cell[0] == "compute" else None,
+                             workers=cell[2], seeds=len(g), mean_norm_regret=float(g["regret"].mean()),
                              iqm_regret=iqm(g["regret"]), mean_quality=float(g["quality"].mean()),
                              epochs=float(g["epochs"].mean()), suggest_ms=float(g["suggest_ms"].median())))
     agg = []
-    for (budget, workers), cell in df.groupby(["budget", "workers"]):
-        key = cell.set_index(["task", "seed"])
+    for cell, cdf in df.groupby("cell"):
+        key = cdf.set_index(["task", "seed"])
+        present = [m for m in dict.fromkeys(list(methods) + sorted(cdf["method"].unique())) if (cdf["method"] == m).any()]
+        ranks = mean_ranks(cdf)
         ref = {m: key[key.method == m].sort_index() for m in ("stock", "random_full")}
-        for method in methods:
+        task_means = cdf.groupby(["method", "task"])["regret"].mean()
+        for method in present:
             g = key[key.method == method].sort_index()
-            if g.empty:
-                continue
-            row = dict(benchmark=str(g["benchmark"].iloc[0]), task="all", method=method, budget=int(budget),
-                       workers=int(workers), tasks=int(g.index.get_level_values(0).nunique()),
+            lo_ci, hi_ci = bootstrap_mean(g["regret"].to_numpy())
+            row = dict(benchmark=str(g["benchmark"].iloc[0]), task="all", method=method,
+                       budget=cell[1] if cell[0] == "trials" else None, compute=cell[1] if cell[0] == "compute" else None,
+                       workers=cell[2], tasks=int(g.index.get_level_values(0).nunique()),
                        seeds=int(g.index.get_level_values(1).nunique()), mean_norm_regret=float(g["regret"].mean()),
-                       iqm_regret=iqm(g["regret"]), suggest_ms=float(g["suggest_ms"].median()))
+                       ci_low=lo_ci, ci_high=hi_ci, iqm_regret=iqm(g["regret"]), mean_rank=ranks.get(method, float("nan")),
+                       suggest_ms=float(g["suggest_ms"].median()) if "suggest_ms" in g else float("nan"),
+                       epochs=float(g["epochs"].mean()))
             for other, stock_like in (("stock", True), ("random_full", False)):
                 o = ref[other]
                 both = g.index.intersection(o.index)
@@ -391,6 +358,19 @@ def summarize(rows: list[dict], methods: list[str]) -> tuple[list[dict], list[di
                     row.update(diff_vs_stock=diff, diff_ci_low=lo, diff_ci_high=hi, p_vs_stock=p, wins_vs_stock=wins)
                 else:
                     row.update(diff_vs_random_full=diff, p_vs_random_full=p)
+            # against every other method of the cell: over (task, seed) for the two baselines run here, over the
+            # tasks' mean regrets for the rest (a peer's seeds are its own)
+            row["p_vs"] = {}
+            for other in present:
+                if other == method:
+                    continue
+                if other in ref and other in ("stock", "random_full"):
+                    row["p_vs"][other] = row["p_vs_stock"] if other == "stock" else row["p_vs_random_full"]
+                    continue
+                a, b = task_means.get(method), task_means.get(other)
+                common = a.index.intersection(b.index) if a is not None and b is not None else []
+                row["p_vs"][other] = wilcoxon_less(a.loc[common].to_numpy(), b.loc[common].to_numpy()) \
+                    if len(common) >= 2 else float("nan")
             full = ref["random_full"]
             if not full.empty:
                 q = g.groupby(level=0)["quality"].mean() / full.groupby(level=0)["quality"].mean()
@@ -399,16 +379,23 @@ def summarize(rows: list[dict], methods: list[str]) -> tuple[list[dict], list[di
             else:
                 row["quality_vs_random_full"] = row["epochs_fraction"] = float("nan")
             agg.append(row)
-    for method in methods:  # Holm's correction across the cells of this run, per method and comparison
+    for method in dict.fromkeys(r["method"] for r in agg):  # Holm across the run's cells, per comparison
         mine = [r for r in agg if r["method"] == method]
         for p_key in ("p_vs_stock", "p_vs_random_full"):
             for r, adj in zip(mine, holm([r[p_key] for r in mine])):
                 r[p_key + "_holm"] = adj
+        # against the others: Holm across the others and the cells, together
+        flat = [(r, other, p) for r in mine for other, p in r["p_vs"].items()]
+        for (r, other, _), adj in zip(flat, holm([p for _, _, p in flat])):
+            r.setdefault("p_vs_holm", {})[other] = adj
+        for r in mine:
+            r.setdefault("p_vs_holm", {})
     return per_task, agg
 
 
-def anytime_plot(rows: list[dict], methods: list[str], budget: int, workers: int, path: Path, title: str) -> None:
-    """Mean normalised regret (over tasks and seeds) against trial-epochs used, one line per method."""
+def anytime_plot(rows: list[dict], methods: list[str], cell: tuple, path: Path, title: str) -> None:
+    """Mean normalised regret (over tasks and seeds) against trial-epochs used, one line per method, in one
+    cell (cell_of's tuple)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -417,19 +404,21 @@ def anytime_plot(rows: list[dict], methods: list[str], budget: int, workers: int
     fig, ax = plt.subplots(figsize=(7, 4))
     n = 0
     for method in methods:
-        runs = [r for r in rows if r["method"] == method and r["budget"] == budget and r["workers"] == workers]
+        runs = [r for r in rows if r["method"] == method and cell_of(r) == cell and r.get("anytime")]
         if not runs:
             continue
-        n = len(runs)
+        n = max(n, len(runs))
         grid = np.arange(1, max(r["epochs"] for r in runs) + 1)
         curves = []
         for r in runs:
             e, reg = (np.asarray(v, float) for v in zip(*r["anytime"]))
             i = np.searchsorted(e, grid, side="right") - 1  # the incumbent after the last epoch <= x
             curves.append(np.where(i >= 0, reg[np.clip(i, 0, None)], reg[0]))
-        ax.plot(grid, np.mean(curves, axis=0), label=method)
+        ax.plot(grid, np.mean(curves, axis=0), label=method, lw=2 if method == "birdtune" else 1)
+    kind, size, workers = cell
+    what = f"compute of {size} full-length trials" if kind == "compute" else f"{size} trials"
     ax.set(xlabel="trial-epochs used", ylabel="mean normalised regret", yscale="log",
-           title=f"{title}: {budget} trials, {workers} workers, {n} runs")
+           title=f"{title}: {what}, {workers} workers, {n} runs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -469,30 +458,47 @@ def fmt_p(p: float) -> str:
 
 
 def print_table(agg: list[dict]) -> None:
-    print(f"{'budget':>6} {'W':>3} {'method':<18} {'regret':>7} {'diff vs stock [95% CI]':>26} {'p stock':>8} "
-          f"{'Holm':>7} {'p full Holm':>11} {'wins':>6} {'q/full':>7} {'epochs':>7} {'ms':>6}")
+    print(f"{'cell':>12} {'W':>3} {'method':<22} {'regret [95% CI]':>23} {'rank':>5} {'diff vs stock [95% CI]':>26} "
+          f"{'p stock Holm':>12} {'p full Holm':>11} {'wins':>6} {'q/full':>7} {'epochs':>8} {'ms':>6}")
     for r in agg:
+        cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
         diff = "-" if math.isnan(r["diff_vs_stock"]) else \
             f"{r['diff_vs_stock']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]"
         wins = "-" if r["wins_vs_stock"] is None else f"{r['wins_vs_stock']}/{r['tasks']}"
-        print(f"{r['budget']:>6} {r['workers']:>3} {r['method']:<18} {r['mean_norm_regret']:>7.3f} {diff:>26} "
-              f"{fmt_p(r['p_vs_stock']):>8} {fmt_p(r['p_vs_stock_holm']):>7} {fmt_p(r['p_vs_random_full_holm']):>11} "
-              f"{wins:>6} {r['quality_vs_random_full']:>7.4f} {r['epochs_fraction']:>7.2f} {r['suggest_ms']:>6.1f}")
+        regret = f"{r['mean_norm_regret']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        print(f"{cell:>12} {r['workers']:>3} {r['method']:<22} {regret:>23} {r['mean_rank']:>5.2f} {diff:>26} "
+              f"{fmt_p(r['p_vs_stock_holm']):>12} {fmt_p(r['p_vs_random_full_holm']):>11} "
+              f"{wins:>6} {r['quality_vs_random_full']:>7.4f} {r['epochs']:>8.1f} {r['suggest_ms']:>6.1f}")
+
+
+def read_peers(path: str, bench: str, tasks: list[str], cells: list[tuple]) -> list[dict]:
+    """The peers' recorded runs (tests/bench/peers/) of this benchmark, tasks and cells, as rows (their seeds
+    are their own: peers are compared over the tasks' mean regrets)."""
+    data = json.loads(Path(path).read_text())
+    if data.get("benchmark") not in (None, bench):
+        raise ValueError(f"--peers {path} holds {data.get('benchmark')}, not {bench}")
+    out = []
+    for r in data["runs"]:
+        if str(r["task"]) in tasks and cell_of(r) in cells:
+            out.append({**r, "task": str(r["task"]), "benchmark": bench, "suggest_ms": r.get("suggest_ms", float("nan"))})
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", choices=["birdtune-default", "birdtune-tiny", "lcbench"],
-                   help="what to replay (default birdtune-tiny)")
+    p.add_argument("--benchmark", help="lcbench, birdtune-default, birdtune-tiny or FILE.py:NAME (default birdtune-tiny)")
     p.add_argument("--size", choices=["tiny", "default"], help="alias: --size X is --benchmark birdtune-X")
-    p.add_argument("--tasks", help="LCBench task ids, comma-separated (default: the README's 17 development tasks)")
+    p.add_argument("--tasks", help="task ids, comma-separated (default: the benchmark's development tasks)")
     p.add_argument("--lcbench-dir", help="the LCBench surrogate's folder (default ../shared/benchmarks/lcbench)")
     p.add_argument("--seeds", type=int, default=100)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--budgets", default="16,32")
+    p.add_argument("--budgets", default=None, help="trial-count cells, e.g. 16,32 (default 16,32 without --compute)")
+    p.add_argument("--compute", default=None,
+                   help="equal-compute cells: budgets of that many full-length trials' epochs, e.g. 4,8,16,32")
     p.add_argument("--workers", default="2,4")
     p.add_argument("--methods", default="random_full,stock,birdtune",
                    help="random_full, random_asha, stock, birdtune, or searcher[:opt=v][@scheduler[:opt=v]]")
+    p.add_argument("--peers", help="the peers' recorded runs (tests/bench/data/peers-<benchmark>.json) to add")
     p.add_argument("--grace", type=int, help="grace period for birdtune's scheduler (default: the space's)")
     p.add_argument("--rf", type=int, help="reduction factor for birdtune's scheduler (default: the space's)")
     p.add_argument("--json", help="write the tables (and every cell's figures) here")
@@ -506,35 +512,31 @@ def main() -> int:
     lcdir = str(Path(args.lcbench_dir).resolve()) if args.lcbench_dir else None
     try:
         bench = get_benchmark(name, lcdir)
-        if name == "lcbench":
-            from lcbench import DEV_TASKS
-
-            tasks = args.tasks.split(",") if args.tasks else list(DEV_TASKS)
-            bench.surrogate.check_tasks(tasks)
-        else:
-            if args.tasks:
-                raise ValueError(f"--tasks is for --benchmark lcbench; {name} has one task")
-            tasks = bench.tasks
-    except Exception as e:  # MissingBenchmark and bad task ids: one line
+        tasks = args.tasks.split(",") if args.tasks else [str(t) for t in bench.dev_tasks]
+        benchmarks.check_tasks(bench, tasks)
+        space = bench.space()
+        for t in tasks:  # each task's reference once, in this process, before the pool reads it
+            benchmarks.reference(bench, t)
+    except Exception as e:  # a missing surrogate, a bad task id or benchmark file: one line
         print(f"replay: {e}", file=sys.stderr)
         return 2
-    space = bench.space
     from search.layout import grace_period
 
-    if name != "lcbench":
+    rhos = []
+    if hasattr(bench, "table"):
         evidence, rhos = rank_evidence(bench.table)
         print("rank correlation of one run's best-so-far cmAP with final quality, by epoch: "
               + " ".join(f"{e + 1}:{r:.2f}" for e, r in enumerate(rhos)) + f"  (first >= {RHO}: epoch {evidence})")
-    else:
-        rhos = []
-        for t in tasks:  # each task's reference once, in this process, before the pool reads it
-            bench.reference(t)
     methods = args.methods.split(",")
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = [int(b) for b in (args.budgets or ("" if args.compute else "16,32")).split(",") if b]
+    computes = [int(c) for c in (args.compute or "").split(",") if c]
     workers = [int(w) for w in args.workers.split(",")]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     jobs = [(m, name, t, b, w, s, args.grace, args.rf, lcdir) for b in budgets for w in workers for t in tasks
             for s in seeds for m in methods]
+    jobs += [(m, name, t, None, w, s, args.grace, args.rf, lcdir, False, c) for c in computes for w in workers
+             for t in tasks for s in seeds for m in methods]
+    cells = [("trials", b, w) for b in budgets for w in workers] + [("compute", c, w) for c in computes for w in workers]
     t0 = time.time()
     from tqdm import tqdm
 
@@ -543,13 +545,15 @@ def main() -> int:
         rows = list(tqdm(pool.imap_unordered(_run, jobs, chunksize=8), total=len(jobs), desc="replays",
                          mininterval=5 if sys.stderr.isatty() else 60))  # off a terminal: a line a minute
     wall = time.time() - t0
-    per_task, agg = summarize(rows, methods)
+    peers = read_peers(args.peers, bench.name, tasks, cells) if args.peers else []
+    per_task, agg = summarize(rows + peers, methods)
     print(f"{name}: {len(tasks)} task(s), {len(seeds)} paired seeds (from {args.first_seed}), max_t {space.epochs}; "
           f"stock and random_asha: Ray's ASHA defaults (grace 1, reduction 4); birdtune's scheduler: grace "
           f"{args.grace or grace_period(space.grace_period, space.epochs)}, reduction {args.rf or space.reduction_factor}; "
-          f"{len(jobs)} replays in {wall:.0f} s on {args.processes} process(es)")
-    print("regret: (best - pick) / (best - median), pick scored at full length; diff and p: paired over (task, seed); "
-          "Holm over this run's cells")
+          f"{len(jobs)} replays in {wall:.0f} s on {args.processes} process(es)"
+          + (f"; {len(peers)} peer runs from {args.peers}" if peers else ""))
+    print("regret: (best - pick) / (best - median), pick scored at full length; diff and p vs stock / random_full: "
+          "paired over (task, seed); Holm over this run's cells")
     print_table(agg)
     timing = {}
     if args.timing:
@@ -562,12 +566,14 @@ def main() -> int:
                      if n == 1024 else ""))
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
-        for b in budgets:
-            for w in workers:
-                anytime_plot(rows, methods, b, w, Path(args.plots) / f"anytime-{name}-{b}x{w}.png", name)
+        shown = list(dict.fromkeys(methods + [r["method"] for r in peers]))
+        for cell in cells:
+            kind, size, w = cell
+            anytime_plot(rows + peers, shown, cell, Path(args.plots) / f"anytime-{bench.name}-{kind}{size}x{w}.png",
+                         bench.name)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(
-            benchmark=name, tasks=tasks, seeds=[seeds.start, seeds.stop - 1], methods=methods,
+            benchmark=bench.name, tasks=tasks, seeds=[seeds.start, seeds.stop - 1], methods=methods,
             rank_correlation_by_epoch=rhos, runs=per_task + agg, wall_s=wall, suggestion_ms=timing), indent=1))
     return 0
 
