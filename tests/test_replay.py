@@ -25,13 +25,17 @@ needs_lcbench = pytest.mark.skipif(not (lcbench.DEFAULT_DIR / "model.onnx").is_f
 SEEDS, TRIALS, TASK = [0, 1], 8, "3945"
 
 
+COMPUTE = 3  # an epoch budget of 3 full-length trials (156 epochs)
+
+
 @pytest.fixture(scope="module")
-def ray_traces() -> dict[int, list]:
-    """Both seeds' real searches, run in one Ray instance."""
+def ray_traces() -> dict[tuple[int, int], list]:
+    """Both seeds' real searches, of TRIALS trials and with an epoch budget (compute), in one Ray instance."""
     r = subprocess.run([sys.executable, str(BENCH / "ray_trace.py"), "--task", TASK, "--seed",
-                        ",".join(map(str, SEEDS)), "--trials", str(TRIALS)], capture_output=True, text=True, timeout=600)
+                        ",".join(map(str, SEEDS)), "--trials", str(TRIALS), "--compute", f"0,{COMPUTE}"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return {int(line.split(" ", 2)[1]): json.loads(line.split(" ", 2)[2])
+    return {(int(line.split(" ", 3)[1]), int(line.split(" ", 3)[2])): json.loads(line.split(" ", 3)[3])
             for line in r.stdout.splitlines() if line.startswith("TRACE ")}
 
 
@@ -43,7 +47,7 @@ def test_replay_suggests_and_stops_as_a_real_ray_search(ray_traces, seed):
     surrogate) and the replay of the same seed: the same configs in the same order, each trial stopped at the
     same epoch."""
     trials, task = TRIALS, TASK
-    real = ray_traces[seed]
+    real = ray_traces[(seed, 0)]
     sim = replay.simulate("birdtune", "lcbench", task, trials, 1, seed, trace=True)["trace"]
     assert len(real) == len(sim) == trials
     for i, (ray_trial, (_, config, epochs)) in enumerate(zip(real, sim)):
@@ -53,6 +57,21 @@ def test_replay_suggests_and_stops_as_a_real_ray_search(ray_traces, seed):
         assert ray_trial["epochs"] == epochs, (i, ray_trial["epochs"], epochs)
     stopped = [e for _, _, e in sim]
     assert min(stopped) < lcbench.EPOCHS and max(stopped) == lcbench.EPOCHS  # ASHA stopped some, not all
+
+
+@needs_lcbench
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_an_equal_compute_replay_is_what_an_epoch_budget_search_does(ray_traces, seed):
+    """A real Tuner built as `--epoch-budget` builds it (the budget's meter as its stopper, the searcher gated by
+    it) and the replay's compute cell: the same trials, each ending at the same epoch, the last cut where the
+    budget ran out."""
+    real = ray_traces[(seed, COMPUTE)]
+    sim = replay.simulate("birdtune", "lcbench", TASK, None, 1, seed, trace=True, compute=COMPUTE)
+    assert [t["epochs"] for t in real] == [e for _, _, e in sim["trace"]]
+    for ray_trial, (_, config, _) in zip(real, sim["trace"]):
+        assert ray_trial["config"] == pytest.approx(config, rel=1e-9)
+    assert sum(t["epochs"] for t in real) == sim["epochs"] == COMPUTE * lcbench.EPOCHS
 
 
 @needs_lcbench
@@ -83,7 +102,7 @@ def test_missing_lcbench_folder_is_one_line_and_exit_2(tmp_path):
 def test_unknown_task_is_one_line_and_exit_2():
     r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", "lcbench", "--tasks", "3945,42",
                         "--seeds", "1"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown LCBench task(s) 42" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown lcbench task(s) 42; valid: 3945," in r.stderr
 
 
 def test_holm_adjustment():
@@ -117,3 +136,74 @@ def test_summary_pairs_seeds_and_tasks():
             "wins_vs_stock", "quality_vs_random_full", "epochs_fraction"}
     assert keys <= set(bt)
     assert {r["task"] for r in per_task} == {"a", "b"} and len(per_task) == 6
+
+
+TOY = '''
+import numpy as np
+from spaces.base import Space
+
+
+def define(trial):
+    opt = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    if opt == "sgd":  # conditional: only sgd has a momentum
+        trial.suggest_float("momentum", 0.0, 0.99)
+    trial.suggest_int("width", 8, 64, log=True)
+
+
+class Toy:
+    """Curves that rise to a ceiling set by the config: adam near lr 3e-3, sgd near lr 3e-2 with momentum 0.9."""
+    name = "toy"
+    tasks = ["a", "b"]
+    dev_tasks = ["a"]
+
+    def space(self):
+        return Space(name="toy", description="toy", define=define, base={}, epochs=9, grace_period=1,
+                     reduction_factor=3, num_samples=8, points=[{"optimizer": "adam", "lr": 1e-3, "width": 16}])
+
+    def curves(self, task, configs):
+        shift = 0.0 if task == "a" else 0.5
+        out = []
+        for c in configs:
+            best = np.log10(3e-3 if c["optimizer"] == "adam" else 3e-2)
+            ceiling = 1 - 0.3 * (np.log10(c["lr"]) - best - shift) ** 2 - 0.2 * abs(c.get("momentum", 0.9) - 0.9)
+            ceiling += 0.01 * np.log2(c["width"])
+            out.append(ceiling * (1 - np.exp(-np.arange(1, 10) / (1 + 2 * c["lr"] * 10))))
+        return np.array(out), np.full((len(configs), 9), 1.0)
+
+
+def make():
+    return Toy()
+'''
+
+
+def test_a_benchmark_from_a_file_replays_in_equal_compute_cells(tmp_path):
+    """The protocol: a toy benchmark with a categorical and a conditional parameter, loaded from a file as
+    FILE.py:NAME (a callable returning it), replayed in compute cells; the JSON carries the aggregate keys."""
+    (tmp_path / "toy.py").write_text(TOY)
+    out = tmp_path / "toy.json"
+    r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", f"{tmp_path / 'toy.py'}:make",
+                        "--compute", "3,6", "--workers", "2", "--seeds", "4", "--processes", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "toy" and data["tasks"] == ["a"]  # the development tasks by default
+    agg = [row for row in data["runs"] if row["task"] == "all"]
+    assert {(row["compute"], row["method"]) for row in agg} == {(c, m) for c in (3, 6)
+                                                               for m in ("random_full", "stock", "birdtune")}
+    for row in agg:
+        assert row["budget"] is None and row["ci_low"] <= row["mean_norm_regret"] <= row["ci_high"]
+        assert 1 <= row["mean_rank"] <= 3 and set(row["p_vs_holm"]) == {"random_full", "stock", "birdtune"} - {row["method"]}
+        # the budget is the compute cell's: every method spends at most its epochs (random_full exactly)
+        assert row["epochs"] <= row["compute"] * 9 + 1
+        if row["method"] == "random_full":
+            assert row["epochs"] == row["compute"] * 9
+    cache = json.loads((tmp_path / "reference-toy.json").read_text())  # beside the benchmark's file
+    assert any(k.startswith("a:10000:") for k in cache)  # its reference, from 10,000 random configs, cached
+
+
+def test_a_benchmark_missing_part_of_the_protocol_is_one_line(tmp_path):
+    (tmp_path / "bad.py").write_text("class Half:\n    name = 'half'\n    tasks = ['a']\n")
+    r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", f"{tmp_path / 'bad.py'}:Half",
+                        "--seeds", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"replay: {tmp_path / 'bad.py'}:Half lacks dev_tasks, space, curves (see tests/bench/benchmarks.py)"

@@ -20,8 +20,8 @@ and `birdtune-default` / `birdtune-tiny` (this project's recorded finetune table
 
 A task's reference best and median come from a fixed random sample of REFERENCE_CONFIGS configs of space()
 (Optuna's RandomSampler, seed REFERENCE_SEED), scored at full length (its best epoch), cached in
-tests/bench/data/reference-<name>.json keyed by the benchmark's file contents: an edit to the file computes
-them again.
+reference-<name>.json (tests/bench/data/ for the built-ins, else beside the benchmark's file) keyed by the
+benchmark's file contents: an edit to the file computes them again.
 """
 from __future__ import annotations
 
@@ -113,8 +113,9 @@ def random_configs(space, n: int, seed: int) -> list[dict[str, Any]]:
 
 def reference(bench, task: str) -> tuple[float, float]:
     """(best, median) full-length quality over the fixed random sample of the task's configs; cached."""
-    cache = DATA / f"reference-{bench.name}.json"
     source = getattr(bench, "source", None)
+    # the built-ins' references are committed with them; another benchmark's go beside its file
+    cache = (DATA if source is None or Path(source).parent == HERE else Path(source).parent) / f"reference-{bench.name}.json"
     digest = hashlib.sha1(Path(source).read_bytes()).hexdigest()[:12] if source else "none"
     key = f"{task}:{REFERENCE_CONFIGS}:{REFERENCE_SEED}:{digest}"
     known = json.loads(cache.read_text()) if cache.is_file() else {}
