@@ -14,7 +14,8 @@ gets a SIGINT instead, as from Ctrl-C. The points:
   checkpoint  while a trial's worker writes the N-th checkpoint to storage (its first file written)
   searcher    while the searcher's state is being saved (the N-th save: its pickle written, the rest not)
   study       while optuna.db is being written (the N-th trial state change, committed, not yet answered)
-  state       while Ray's experiment state is being uploaded (the N-th state file copied, not yet renamed)
+  state       while Ray's experiment state is being uploaded (the N-th state file copied, not yet renamed; with
+              a URI, as the N-th upload of the driver's folder starts)
   export      during the export (the tables written; best/ and the report not)
   report      while the report is being drawn
   ray         while Ray is starting (ray.init running)
@@ -170,15 +171,22 @@ def install(moment: Moment, folder: str) -> object | None:
     elif p == "state":
         import shutil
 
-        copyfile = shutil.copyfile
+        from ray.train._internal import storage as ray_storage
 
-        def copying(src, dst, *a, **kw):
+        copyfile, upload = shutil.copyfile, ray_storage._upload_to_fs_path
+
+        def copying(src, dst, *a, **kw):  # a local storage path: Ray's state file by file (atomic_local_uploads)
             out = copyfile(src, dst, *a, **kw)
             if os.path.basename(str(src)).startswith(("experiment_state-", "search_gen_state-", "searcher-state-")):
                 at("state")
             return out
 
-        shutil.copyfile = copying
+        def uploading(local_path, fs, fs_path, exclude=None):  # a URI: the driver's folder in one upload
+            if os.path.isdir(local_path) and any(n.startswith("experiment_state-") for n in os.listdir(local_path)):
+                at("state")
+            return upload(local_path, fs, fs_path, exclude)
+
+        shutil.copyfile, ray_storage._upload_to_fs_path = copying, uploading
     elif p in ("export", "report"):
         from search import export, report
 

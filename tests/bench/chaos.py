@@ -157,6 +157,7 @@ def main() -> int:
 
             from core.files import filesystem
 
+            os.environ.update(server.env())  # (the bucket's endpoint and credentials, as the searches had them)
             fs, path = filesystem(store)
             exp = root / "bucket" / name
             exp.parent.mkdir(parents=True, exist_ok=True)
