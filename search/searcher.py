@@ -289,7 +289,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         most recent `history` / 2 (so asking stays cheap however long the search runs)."""
         study, consumed = self._models.get(rung) or (None, 0)
         items = list(self._obs[rung].values())
-        if study is None or len(study.trials) >= 2 * self._history:
+        if study is None or len(study.get_trials(deepcopy=False)) >= 2 * self._history:
             seed = self._seed * 1009 + rung + 100_003 * getattr(self, "_reseed", 0)
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                  n_startup_trials=0, constant_liar=True)
