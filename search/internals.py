@@ -260,9 +260,11 @@ def dump_generator_state(state: dict) -> bytes:
 
 
 def fix_generator_state(state: dict, created: int, live: set[str]) -> None:
-    """Make the search generator count `created` trials and its concurrency limiter hold `live` as running:
-    trials the saved state missed were created, and trials it holds as running may have ended since."""
-    state["counter"] = max(int(state["counter"]), created)
+    """Make the search generator count `created` trials (those Ray restores) and its concurrency limiter hold
+    `live` as running: the saved state may have missed trials created since, or, saved a moment after the
+    experiment's state (a driver killed during the upload), count one that Ray will not restore; and trials
+    it holds as running may have ended since."""
+    state["counter"] = created
     limiter = state.get("name:ConcurrencyLimiter")
     if limiter is not None:
         limiter["live_trials"] = set(live)

@@ -94,7 +94,7 @@ def reconcile(exp: str, journal_path: str) -> Resumed | None:
     storage.replace_bytes(state_path, json.dumps(state).encode())
     if generator is not None:
         live = {t.trial_id for t in trials if t.status in LIVE + ("ERROR",)}
-        internals.fix_generator_state(generator, max((_number_of(t) for t in trials), default=0), live)
+        internals.fix_generator_state(generator, len(trials), live)
         storage.replace_bytes(generator_path, internals.dump_generator_state(generator))
     out = Resumed(tuple(t.trial_id for t in trials), sum(t.status == "TERMINATED" for t in trials), added, ended,
                   restored_rows)
@@ -157,12 +157,6 @@ def _set_aside(path: str) -> None:
 
 def _iteration(result: dict | None) -> int:
     return int((result or {}).get("training_iteration") or 0)
-
-
-def _number_of(trial) -> int:
-    """The creation counter at the front of Ray's experiment tag ('3_lr=...')."""
-    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
-    return int(head) if head.isdigit() else 0
 
 
 # --- a trial's result files ---------------------------------------------------------------------

@@ -33,7 +33,7 @@ def trial_outcome(trial, df: pd.DataFrame, metric: str, max_t: int) -> dict[str,
     """best_cmap, epochs and status of one trial from its result rows (search and re-validation alike)."""
     has = not df.empty and metric in df
     epochs = int(df["epoch"].max()) if has else 0
-    diverged = has and (df.get("status") == "diverged").any()
+    diverged = has and "status" in df and (df["status"] == "diverged").any()
     return dict(best_cmap=float(df[metric].max()) if has else float("nan"), epochs=epochs,
                 status=trial_status(trial.status, epochs, max_t, bool(diverged)))
 
