@@ -58,7 +58,9 @@ def test_storage_ids_bind_a_live_trial_to_a_running_one(searcher):
 
 def test_a_restored_searcher_reopens_its_study_elsewhere(searcher, tmp_path):
     internals.ot_trials(searcher)["t1"].report(0.5, 1)
-    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    for suffix in ("", "-wal", "-shm"):  # a moved results folder: the study's file and its write-ahead log
+        if (tmp_path / f"a.db{suffix}").exists():
+            shutil.copy(tmp_path / f"a.db{suffix}", tmp_path / f"b.db{suffix}")
     internals.reopen_study(searcher, sqlite_storage(str(tmp_path / "b.db")))
     study = internals.ot_study(searcher)
     t1 = internals.ot_trials(searcher)["t1"]

@@ -308,3 +308,22 @@ def test_untested_ray_or_optuna_releases_are_named_in_one_line(monkeypatch):
     line = cluster.untested_versions()
     assert line and "\n" not in line and "Optuna 5.1.0" in line and "Ray 2.60 and Optuna 5.0" in line
     assert layout.TESTED_VERSIONS == {"ray": "2.60", "optuna": "5.0"}
+
+
+def test_the_study_file_is_written_ahead_without_a_disk_wait_per_commit(tmp_path):
+    """Every connection to the study's SQLite file runs in WAL mode with synchronous=NORMAL (search.searcher.
+    sqlite_storage says why), and what it commits is there for the next reader."""
+    import optuna
+    from search.searcher import sqlite_storage
+
+    storage = sqlite_storage(str(tmp_path / "s.db"))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    with storage.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, 1.0)
+    again = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert [t.value for t in again.trials] == [1.0] and again.trials[0].params == {"x": 0.5}
