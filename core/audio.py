@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
+
 AUDIO_EXTENSIONS = (".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aiff", ".aif")
 AMIN = 1e-10  # power floor before the logarithm, as librosa's power_to_db
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """A recording that cannot be used; the message is the reason (one line)."""
 
 

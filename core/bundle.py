@@ -11,6 +11,7 @@ import yaml
 from core import checkpoint
 from core.audio import Spectrogram
 from core.config import ConfigError, TrainConfig
+from core.errors import UserError
 
 CONFIG = "config.yaml"  # the complete TrainConfig (model name, image size, ...)
 MODEL = "model.pt"  # best-epoch weights (a core.train folder has best.pt instead, also accepted)
@@ -18,7 +19,7 @@ CLASSES = "classes.txt"  # class names in label order, one per line: the submiss
 SPECTROGRAM = "spectrogram.yaml"  # core.prepare's settings the model was trained on
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A model folder that cannot be used; one line naming the missing or broken file."""
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import yaml
 
+from core.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A configuration a user wrote is wrong; the message is one line naming the key and the fix."""
 
 
@@ -180,18 +182,25 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     raise ConfigError(f"{key} must be {type_name}, got {type(value).__name__} {value!r}")
 
 
+def parse_pairs(items: list[str], flag: str = "--set") -> list[tuple[str, str]]:
+    """Command-line `key=value` items as (key, raw value) pairs; one line naming the item otherwise."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), raw.strip()))
+    return out
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """Parse command-line `key=value` overrides, typing each value by its TrainConfig field."""
     known = {f.name: f.type for f in fields(TrainConfig)}
     out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        key, raw = item.split("=", 1)
-        key = key.strip()
+    for key, raw in parse_pairs(items):
         if key not in known:
             raise ConfigError(f"unknown config key '{key}' in --set; valid keys: {', '.join(known)}")
-        out[key] = _parse_text(key, raw.strip(), known[key])
+        out[key] = _parse_text(key, raw, known[key])
     return out
 
 

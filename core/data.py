@@ -1,5 +1,5 @@
-"""The notebook's CSV read and validated, its per-class resampling, images decoded once (kept in the node's
-image cache file, core.imagecache), and the datasets."""
+"""The notebook's CSV read and validated (its folds split), and its images decoded once (kept in the node's
+image cache file, core.imagecache). What a training run reads of them: core.datasets."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,6 @@ from typing import Callable
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from core import imagecache
 from core.errors import DataError  # (defined where nothing heavy is imported)
@@ -144,25 +142,6 @@ def split_folds(df: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame
     if train.empty:
         raise DataError(f"no training rows outside fold {fold}; the CSV's folds are {folds}")
     return train.reset_index(drop=True), val.reset_index(drop=True)
-
-
-def resample(df: pd.DataFrame, cap: int = 500, floor: int = 50, seed: int = 1) -> pd.DataFrame:
-    """The notebook's per-class loop: classes in order of first appearance; >= cap rows are
-    sampled down to cap without replacement, < floor rows up to floor with replacement, the rest
-    kept whole. cap=0 / floor=0 switch either side off."""
-    if cap and floor and cap < floor:
-        raise ValueError(f"cap ({cap}) must be >= floor ({floor})")
-    parts = []
-    for label in df["label"].unique().tolist():
-        part = df[df["label"] == label]
-        if cap and len(part) >= cap:
-            part = part.sample(n=cap, replace=False, random_state=seed)
-        elif floor and len(part) < floor:
-            part = part.sample(n=floor, replace=True, random_state=seed)
-        parts.append(part)
-    if not parts:
-        return df.iloc[:0].reset_index(drop=True)
-    return pd.concat(parts, axis=0).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,73 +362,3 @@ def load_data(csv: str | Path, img_size: int, num_classes: int = 0, progress: bo
     return done(decode_images(paths, img_size, progress=progress), how="memory", note=note)
 
 
-# ---------------------------------------------------------------------------------------------
-Transform = Callable[..., dict]
-
-
-class TrainDataset(Dataset):
-    """Training samples from decoded images: the notebook's mixup (Beta(alpha, alpha) weight, a
-    partner of another class, probability p, soft targets) then augmentation.
-
-    Randomness is derived from (seed, epoch, index), so a sample is the same whatever the number
-    of DataLoader workers and a resumed run sees exactly what an uninterrupted one would.
-    Returns a (1, H, W) uint8 tensor (scaling to [0, 1] happens on the device) and a float32
-    target of length num_classes summing to 1.
-    """
-
-    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, num_classes: int,
-                 transform=None, mixup_p: float = 1.0, mixup_alpha: float = 0.2, seed: int = 0):
-        self.images, self.index = images, np.asarray(index, np.int64)
-        self.labels = np.asarray(labels, np.int64)
-        self.num_classes, self.transform = num_classes, transform
-        self.mixup_p, self.mixup_alpha, self.seed = mixup_p, mixup_alpha, seed
-        self.epoch = 0
-        self._can_mix = len(np.unique(self.labels)) > 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        img = self.images[self.index[i]]
-        label = self.labels[i]
-        target = np.zeros(self.num_classes, np.float32)
-        if self._can_mix and self.mixup_p > 0 and rng.random() < self.mixup_p:
-            while True:  # the notebook's rejection loop: uniform over rows of another class
-                j = int(rng.integers(len(self.index)))
-                if self.labels[j] != label:
-                    break
-            w = rng.beta(self.mixup_alpha, self.mixup_alpha)
-            img = (img * w + self.images[self.index[j]] * (1 - w)).astype(np.uint8)
-            target[label] += w
-            target[self.labels[j]] += 1 - w
-        else:
-            target[label] = 1.0
-        if self.transform is not None:
-            self.transform.set_random_seed(int(rng.integers(2**31)))
-            img = self.transform(image=img)["image"]
-        return torch.from_numpy(_writable(img))[None], torch.from_numpy(target)
-
-
-class EvalDataset(Dataset):
-    """Validation samples: (1, H, W) uint8 tensor and the integer label."""
-
-    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, transform=None):
-        self.images, self.index, self.labels, self.transform = images, np.asarray(index), np.asarray(labels), transform
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int):
-        img = self.images[self.index[i]]
-        if self.transform is not None:
-            img = self.transform(image=img)["image"]
-        return torch.from_numpy(_writable(img))[None], int(self.labels[i])
-
-
-def _writable(img: np.ndarray) -> np.ndarray:
-    """Images shared through Ray's object store are read-only views; torch wants its own memory."""
-    return img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C")

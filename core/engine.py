@@ -1,25 +1,25 @@
-"""fit(cfg, report): train and validate per epoch, checkpoint, resume exactly, report metrics."""
+"""fit(cfg, report): train and validate per epoch, checkpoint, resume exactly, report metrics; the loop and its
+named steps (the data, the training's parts, a resume, an epoch, its checkpoints)."""
 from __future__ import annotations
 
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from core import checkpoint
-from core.augment import BatchAugment, mixup_batch
 from core.config import ConfigError, TrainConfig
-from core.data import DataError, DecodedData, EvalDataset, TrainDataset, load_data, resample, split_folds
+from core.data import DataError, DecodedData, load_data
+from core.datasets import Loaders, make_loaders
 from core.losses import build_loss
 from core.metrics import all_metrics
 from core.model import build_model
-from core.transforms import test_transform, train_transform
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 CHECK_EVERY = 20  # steps between host-side checks of the running loss (a sync on CUDA)
@@ -50,68 +50,6 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of an epoch: a permutation that depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g).numpy()
-
-
-class EpochSampler(Sampler):
-    """Yields (epoch, index) keys, shuffled by epoch_order or in order, so the order and each
-    sample's (or batch's) randomness depend only on the epoch, in workers too."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = epoch_order(self.n, self.seed, self.epoch).tolist() if self.shuffle else range(self.n)
-        return iter([(self.epoch, i) for i in order])
-
-
-class _EpochKeyed(TrainDataset):
-    def __getitem__(self, key):
-        epoch, i = key
-        self.epoch = epoch
-        return super().__getitem__(i)
-
-
-class BatchTrainSet(torch.utils.data.Dataset):
-    """Whole training batches, mixed up but not yet augmented, keyed by (epoch, batch number):
-    one fancy-indexing gather per batch instead of one Python call per sample. The order and the
-    mixup draws depend only on (seed, epoch, batch), in DataLoader workers too."""
-
-    def __init__(self, images: np.ndarray, index: np.ndarray, labels: np.ndarray, num_classes: int,
-                 batch_size: int, mixup_p: float, mixup_alpha: float, seed: int):
-        self.images, self.index, self.labels = images, np.asarray(index, np.int64), np.asarray(labels, np.int64)
-        self.num_classes, self.batch_size = num_classes, batch_size
-        self.mixup_p, self.mixup_alpha, self.seed = mixup_p, mixup_alpha, seed
-        n = len(self.index)
-        self.n_batches = n // batch_size + (n % batch_size > 1)  # a lone last sample would break BatchNorm
-        self._order: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def order(self, epoch: int) -> np.ndarray:
-        if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_order(len(self.index), self.seed, epoch))
-        return self._order[1]
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, k = key
-        rows = self.order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, k])
-        imgs, target = mixup_batch(self.images, self.index, self.labels, rows, self.num_classes,
-                                   self.mixup_p, self.mixup_alpha, rng)
-        return torch.from_numpy(imgs), torch.from_numpy(target)
-
-
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -124,7 +62,7 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[i
     return f
 
 
-def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = False) -> tuple[DecodedData, int]:
+def ready_data(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = False) -> tuple[DecodedData, int]:
     """Decoded data for cfg (loaded unless given) and the class count to train with."""
     if data is None:
         if not cfg.csv:
@@ -141,6 +79,32 @@ def prepare(cfg: TrainConfig, data: DecodedData | None = None, progress: bool = 
     return data, num_classes
 
 
+@dataclass
+class Training:
+    """The model and everything that steps it: what a checkpoint saves and a resume loads."""
+
+    model: torch.nn.Module  # the module checkpoints save and load
+    net: torch.nn.Module  # what runs: `model`, or its torch.compile'd wrapper (same parameters)
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dtype: torch.dtype | None  # autocast's, or None for fp32
+    memory_format: torch.memory_format
+
+
+@dataclass
+class Progress:
+    """Where a run is: the next epoch, its best so far, every epoch's row, whether it diverged."""
+
+    start: int = 1
+    best_cmap: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"
+
+
 def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | None = None,
         resume_from: str | Path | None = None, progress: bool = False,
         loss_factory: Callable[[str, float], torch.nn.Module] = build_loss) -> dict[str, Any]:
@@ -155,114 +119,114 @@ def fit(cfg: TrainConfig, report: Report | None = None, *, data: DecodedData | N
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    device = set_up_device(cfg)
+    data, num_classes = ready_data(cfg, data, progress)
+    loaders = make_loaders(cfg, data, num_classes, pin_memory=device.type == "cuda")
+    t = build_training(cfg, num_classes, device, len(loaders.train), loss_factory, fresh=not resume_from)
+    state = resume(t, Path(resume_from), out, cfg.epochs) if resume_from else Progress()
+    for epoch in range(state.start, cfg.epochs + 1):
+        loaders.sampler.set_epoch(epoch)
+        row = run_epoch(cfg, t, loaders, epoch, progress)
+        if row["status"] == "diverged":
+            state.status = "diverged"
+            row["best_cmap"] = max(state.best_cmap, 0.0)
+            state.history.append(row)
+            _write_history(out, state.history)
+            if report:
+                report(row, None)  # no checkpoint of non-finite weights
+            break
+        save_epoch(cfg, t, state, row, out, num_classes)
+        if report:
+            report(dict(row), str(out))
+    return {"status": state.status, "best_cmap": state.best_cmap, "best_epoch": state.best_epoch,
+            "epochs_run": len(state.history), "history": state.history, "out_dir": str(out)}
+
+
+def set_up_device(cfg: TrainConfig) -> torch.device:
+    """The run's device, every generator seeded, cuDNN as cfg.deterministic asks."""
     device = resolve_device(cfg.device)
-    dtype = amp_dtype(cfg.amp, device)
     seed_everything(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
+    return device
 
-    data, num_classes = prepare(cfg, data, progress)
-    table = data.table.assign(idx=np.arange(len(data.table)))
-    train_df, val_df = split_folds(table, cfg.fold)
-    train_df = resample(train_df, cfg.class_cap, cfg.class_floor, cfg.resample_seed)
 
-    index, labels = train_df["idx"].to_numpy(), train_df["label"].to_numpy()
-    pin = device.type == "cuda"
-    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=pin, persistent_workers=cfg.num_workers > 0)
-    if cfg.augment == "batch":
-        train_set = BatchTrainSet(data.images, index, labels, num_classes, cfg.batch_size, cfg.mixup_p,
-                                  cfg.mixup_alpha, cfg.seed)
-        sampler = EpochSampler(len(train_set), cfg.seed, shuffle=False)  # batches are shuffled inside
-        train_loader = DataLoader(train_set, batch_size=None, sampler=sampler, **loader_kw)
-        n_train = min(len(index), len(train_set) * cfg.batch_size)
-        augmenter = BatchAugment()
-    else:
-        train_ds = _EpochKeyed(data.images, index, labels, num_classes, train_transform(cfg.img_size),
-                               cfg.mixup_p, cfg.mixup_alpha, cfg.seed)
-        sampler = EpochSampler(len(train_ds), cfg.seed)
-        # a last batch of one sample breaks BatchNorm in training mode: drop only that lone sample
-        lone = len(train_ds) % cfg.batch_size == 1
-        train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=lone, **loader_kw)
-        n_train = len(train_ds) - lone
-        augmenter = None
-    val_ds = EvalDataset(data.images, val_df["idx"].to_numpy(), val_df["label"].to_numpy(), test_transform(cfg.img_size))
-    val_loader = DataLoader(val_ds, batch_size=cfg.eval_batch_size, shuffle=False, **loader_kw)
-
-    model = build_model(cfg.model_name, num_classes, pretrained=cfg.pretrained and not resume_from,
-                        pretrained_file="" if resume_from else cfg.pretrained_file,
-                        drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
-                        grad_checkpointing=cfg.grad_checkpointing,
-                        init_checkpoint="" if resume_from else cfg.init_checkpoint)
+def build_training(cfg: TrainConfig, num_classes: int, device: torch.device, batches_per_epoch: int,
+                   loss_factory: Callable[[str, float], torch.nn.Module], fresh: bool = True) -> Training:
+    """The model (pretrained / initial weights only when `fresh`: a resumed run loads its own), loss, AdamW,
+    the per-step LR schedule and the fp16 loss scaler."""
+    model = build_model(cfg.model_name, num_classes, pretrained=cfg.pretrained and fresh,
+                        pretrained_file=cfg.pretrained_file if fresh else "", drop_rate=cfg.drop_rate,
+                        drop_path_rate=cfg.drop_path_rate, grad_checkpointing=cfg.grad_checkpointing,
+                        init_checkpoint=cfg.init_checkpoint if fresh else "")
     # NHWC: faster convolutions on oneDNN CPUs and what tensor cores want on a GPU (tests/bench/throughput.py
-    # measures it; the README's Performance section has the figures)
+    # measures it; docs/performance.md has the figures)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    # the compiled module shares its parameters with `model`: checkpoints save and load `model` unchanged
-    net = torch.compile(model) if cfg.compile else model
-    criterion = loss_factory(cfg.loss, cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         cfg.lr_schedule, round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    dtype = amp_dtype(cfg.amp, device)
+    # the compiled module shares its parameters with `model`: checkpoints save and load `model` unchanged
+    return Training(model, torch.compile(model) if cfg.compile else model, loss_factory(cfg.loss, cfg.label_smoothing),
+                    optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), device,
+                    dtype, memory_format)
 
-    start, best_cmap, best_epoch, history = 1, -1.0, 0, []
-    if resume_from:
-        state = checkpoint.load(Path(resume_from) / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:  # saved by an fp16 run; a run in fp32 / bf16 saved none, and fp16 starts a new scale
-            scaler.load_state_dict(state["scaler"])  # (a scaler that is off ignores what it is given)
-        _set_rng(state["rng"])
-        start, best_cmap, best_epoch = state["epoch"] + 1, state["best_cmap"], state["best_epoch"]
-        history = list(state["history"])
-        src_best = Path(resume_from) / "best.pt"
-        if src_best.resolve() != (out / "best.pt").resolve() and src_best.is_file():
-            (out / "best.pt").write_bytes(src_best.read_bytes())
-        if history and history[-1].get("status") == "diverged":
-            start = cfg.epochs + 1  # a diverged run stays ended
 
-    status = "diverged" if history and history[-1].get("status") == "diverged" else "ok"
-    for epoch in range(start, cfg.epochs + 1):
-        sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        aug = None
-        if augmenter is not None:
-            gen = torch.Generator(device=device)
-            aug = lambda x, step: augmenter(x, gen.manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + step))  # noqa: E731
-        train_loss = _train_epoch(net, train_loader, criterion, optimizer, scheduler, scaler, device, dtype,
-                                  cfg.grad_accum, memory_format, progress, f"epoch {epoch}/{cfg.epochs}", aug)
-        seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                               "images_per_s": n_train / seconds}
-        if not math.isfinite(train_loss):
-            status = "diverged"
-            row.update(status=status, val_loss=float("nan"), cmap=0.0, cmap_present=0.0, accuracy=0.0,
-                       mean_recall=0.0, best_cmap=max(best_cmap, 0.0))
-            history.append(row)
-            _write_history(out, history)
-            if report:
-                report(row, None)  # no checkpoint of non-finite weights
-            break
-        val_loss, probs, labels = _evaluate(net, val_loader, criterion, device, dtype, memory_format)
-        row.update(val_loss=val_loss, **all_metrics(probs, labels), status="ok")
-        if row["cmap"] >= best_cmap:  # >= as in the notebook: later ties win
-            best_cmap, best_epoch = row["cmap"], epoch
-            checkpoint.save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch, "metrics": dict(row),
-                                              "config": cfg.to_dict(), "num_classes": num_classes})
-        row["best_cmap"] = best_cmap
-        history.append(row)
-        checkpoint.save(out / "last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _get_rng(), "epoch": epoch, "best_cmap": best_cmap,
-            "best_epoch": best_epoch, "history": history, "config": cfg.to_dict(), "num_classes": num_classes})
-        _write_history(out, history)
-        if report:
-            report(dict(row), str(out))
-    return {"status": status, "best_cmap": best_cmap, "best_epoch": best_epoch,
-            "epochs_run": len(history), "history": history, "out_dir": str(out)}
+def resume(t: Training, folder: Path, out: Path, epochs: int) -> Progress:
+    """Load `folder`'s last.pt into the training (weights, optimizer, schedule, loss scale, every generator)
+    and say where the run was; its best.pt is copied into `out`. A diverged run stays ended."""
+    state = checkpoint.load(folder / "last.pt", map_location=t.device)
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:  # saved by an fp16 run; a run in fp32 / bf16 saved none, and fp16 starts a new scale
+        t.scaler.load_state_dict(state["scaler"])  # (a scaler that is off ignores what it is given)
+    _set_rng(state["rng"])
+    src_best = folder / "best.pt"
+    if src_best.resolve() != (out / "best.pt").resolve() and src_best.is_file():
+        (out / "best.pt").write_bytes(src_best.read_bytes())
+    history = list(state["history"])
+    diverged = bool(history) and history[-1].get("status") == "diverged"
+    return Progress(epochs + 1 if diverged else state["epoch"] + 1, state["best_cmap"], state["best_epoch"], history,
+                    "diverged" if diverged else "ok")
+
+
+def run_epoch(cfg: TrainConfig, t: Training, loaders: Loaders, epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch's training and validation, as its row of metrics (status 'diverged' when the training loss
+    is not finite: then nothing is validated)."""
+    t0 = time.perf_counter()
+    aug = None
+    if loaders.augmenter is not None:
+        gen = torch.Generator(device=t.device)
+        aug = lambda x, step: loaders.augmenter(x, gen.manual_seed(cfg.seed * 1_000_003 + epoch * 100_003 + step))  # noqa: E731
+    train_loss = _train_epoch(t.net, loaders.train, t.criterion, t.optimizer, t.scheduler, t.scaler, t.device, t.dtype,
+                              cfg.grad_accum, t.memory_format, progress, f"epoch {epoch}/{cfg.epochs}", aug)
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": t.optimizer.param_groups[0]["lr"],
+                           "images_per_s": loaders.n_train / (time.perf_counter() - t0)}
+    if not math.isfinite(train_loss):
+        row.update(status="diverged", val_loss=float("nan"), cmap=0.0, cmap_present=0.0, accuracy=0.0, mean_recall=0.0)
+        return row
+    val_loss, probs, labels = _evaluate(t.net, loaders.val, t.criterion, t.device, t.dtype, t.memory_format)
+    row.update(val_loss=val_loss, **all_metrics(probs, labels), status="ok")
+    return row
+
+
+def save_epoch(cfg: TrainConfig, t: Training, state: Progress, row: dict[str, Any], out: Path, num_classes: int) -> None:
+    """The epoch's row into the history, best.pt when it is the best so far, last.pt and metrics.csv."""
+    if row["cmap"] >= state.best_cmap:  # >= as in the notebook: later ties win
+        state.best_cmap, state.best_epoch = row["cmap"], row["epoch"]
+        checkpoint.save(out / "best.pt", {"model": t.model.state_dict(), "epoch": row["epoch"], "metrics": dict(row),
+                                          "config": cfg.to_dict(), "num_classes": num_classes})
+    row["best_cmap"] = state.best_cmap
+    state.history.append(row)
+    checkpoint.save(out / "last.pt", {
+        "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(), "rng": _get_rng(), "epoch": row["epoch"], "best_cmap": state.best_cmap,
+        "best_epoch": state.best_epoch, "history": state.history, "config": cfg.to_dict(), "num_classes": num_classes})
+    _write_history(out, state.history)
 
 
 def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, dtype, grad_accum,

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import core
+from core.errors import UserError
 
 PACKAGES = ("core", "search", "spaces")  # what the wheel holds (core.predict imports only core)
 # what core.predict imports at run time, by distribution name: the Kaggle image has all of them
@@ -27,7 +28,7 @@ DATASET = "birdtune-model"  # the Kaggle dataset name the README's cells assume
 COMPETITION = "birdclef-2025"
 
 
-class KaggleError(ValueError):
+class KaggleError(UserError):
     """The export cannot be written; one line."""
 
 

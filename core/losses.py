@@ -12,10 +12,6 @@ with warnings.catch_warnings():  # pytorch-toolbelt decorates with the deprecate
     from pytorch_toolbelt.losses import BiTemperedLogisticLoss
 
 
-class DivergedError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-
 def _soft(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     if target.dim() == 1:
         return F.one_hot(target.long(), num_classes).float()

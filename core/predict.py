@@ -19,7 +19,7 @@ import torch
 
 from core import audio, bundle
 from core.bundle import Bundle, BundleError
-from core.kaggle import KaggleError
+from core.errors import UserError
 from core.data import resize_smallest
 from core.model import build_model
 
@@ -39,7 +39,7 @@ EXAMPLES = """examples:
 """
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """Bad input found before predicting; one line, exit code 2."""
 
 
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return run(args)
-    except (PredictError, BundleError, KaggleError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

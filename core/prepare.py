@@ -20,9 +20,11 @@ import pandas as pd
 import yaml
 
 from core import audio
+from core.config import parse_pairs
+from core.data import DATASET_FILE
+from core.errors import UserError
 
 REQUIRED = ("primary_label", "filename")
-SETTINGS_FILE = "prepare.yaml"  # spectrogram settings, folds, classes: what predict needs to match training
 ERRORS_FILE = "prepare_errors.csv"
 STATE_DIR = ".prepare"  # one small JSON per finished recording: what a rerun skips
 IMAGES = "train_img"
@@ -35,7 +37,7 @@ EXAMPLES = """examples:
 """
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """Bad input found before any work; one line, exit code 2."""
 
 
@@ -48,7 +50,7 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Prepared:
     job: Job
     windows: int = 0
     dropped_s: float = 0.0  # final partial windows shorter than half a window
@@ -114,10 +116,10 @@ def check_output(out: Path, spec: audio.Spectrogram, max_windows: int) -> bool:
         return False
     if not out.is_dir():
         raise PrepareError(f"--out {out} is a file, not a folder")
-    settings = out / SETTINGS_FILE
+    settings = out / DATASET_FILE
     if not settings.is_file():
         if any(out.iterdir()):
-            raise PrepareError(f"--out {out} already holds files not made by core.prepare (no {SETTINGS_FILE}); "
+            raise PrepareError(f"--out {out} already holds files not made by core.prepare (no {DATASET_FILE}); "
                                "choose an empty or new folder")
         return False
     old = yaml.safe_load(settings.read_text()) or {}
@@ -145,7 +147,7 @@ def _source_id(job: Job) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def finished(out: Path, job: Job) -> Outcome | None:
+def finished(out: Path, job: Job) -> Prepared | None:
     """The outcome of an earlier run for this recording, if it finished and its file is unchanged."""
     marker = _marker(out, job)
     try:
@@ -154,17 +156,17 @@ def finished(out: Path, job: Job) -> Outcome | None:
             return None
     except (OSError, ValueError, KeyError):
         return None
-    return Outcome(job, state["windows"], state["dropped_s"], state["beyond_s"])
+    return Prepared(job, state["windows"], state["dropped_s"], state["beyond_s"])
 
 
-def prepare_one(job: Job, out: str, spec: audio.Spectrogram, max_windows: int) -> Outcome:
+def prepare_one(job: Job, out: str, spec: audio.Spectrogram, max_windows: int) -> Prepared:
     """Decode, cut, render and write one recording's PNGs, then its marker; errors become the outcome."""
     import cv2
 
     try:
         samples = audio.decode(job.source, spec.sample_rate)
     except audio.AudioError as e:
-        return Outcome(job, error=str(e))
+        return Prepared(job, error=str(e))
     window = spec.window_samples
     wins, left = audio.windows(samples, window, min_last=window // 2, max_windows=max_windows)
     full = len(samples) // window
@@ -176,14 +178,14 @@ def prepare_one(job: Job, out: str, spec: audio.Spectrogram, max_windows: int) -
     for k, img in enumerate(audio.images(wins, spec)):
         ok, png = cv2.imencode(".png", img)
         if not ok:
-            return Outcome(job, error="PNG encoding failed")
+            return Prepared(job, error="PNG encoding failed")
         _write_atomic(folder / f"{job.stem}_{k}.png", png.tobytes())
     pattern = re.compile(rf"^{re.escape(job.stem)}_(\d+)\.png$")
     for old in folder.glob(f"{job.stem}_*.png"):  # images of an earlier, longer version of this file
         m = pattern.match(old.name)
         if m and int(m.group(1)) >= len(wins):
             old.unlink()
-    result = Outcome(job, len(wins), round(partial_dropped / spec.sample_rate, 4), round(beyond / spec.sample_rate, 4))
+    result = Prepared(job, len(wins), round(partial_dropped / spec.sample_rate, 4), round(beyond / spec.sample_rate, 4))
     marker = _marker(Path(out), job)
     marker.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(marker, json.dumps({"filename": job.filename, "source": _source_id(job), "windows": result.windows,
@@ -205,7 +207,7 @@ def assign_folds(table: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def build_table(outcomes: list[Outcome], classes: list[str]) -> pd.DataFrame:
+def build_table(outcomes: list[Prepared], classes: list[str]) -> pd.DataFrame:
     index = {name: i for i, name in enumerate(classes)}
     rows = [(f"{IMAGES}/{o.job.label}/{o.job.stem}_{k}.png", index[o.job.label], o.job.label, o.job.stem)
             for o in sorted(outcomes, key=lambda o: (o.job.label, o.job.stem)) if not o.error
@@ -215,6 +217,31 @@ def build_table(outcomes: list[Outcome], classes: list[str]) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
+    spec = _checked_settings(args)
+    jobs, classes = read_metadata(args.metadata, args.audio)
+    out = Path(args.out)
+    check_output(out, spec, args.max_windows)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / DATASET_FILE, settings_text(spec, args.folds, args.seed, args.max_windows, classes).encode())
+    for stale in [*(out / IMAGES).rglob(".*.tmp*"), *(out / STATE_DIR).rglob(".*.tmp*")]:  # a killed run's halves
+        stale.unlink(missing_ok=True)
+    done = {job: finished(out, job) for job in jobs}
+    todo = [job for job in jobs if done[job] is None]
+    reused = len(jobs) - len(todo)
+    print(f"birdtune: {len(jobs)} recordings of {len(classes)} classes in {args.metadata}"
+          + (f"; {reused} already prepared in {out}, {len(todo)} to go" if reused else "")
+          + f"; {args.workers} worker process(es)", flush=True)
+    done.update(_prepare_all(todo, out, spec, args))
+    outcomes = [done[job] for job in jobs]
+    table = _write_table(outcomes, classes, out, args)
+    if table is None:
+        return 1
+    _print_summary(outcomes, table, classes, spec, out, args, time.time() - t0)
+    return 0
+
+
+def _checked_settings(args: argparse.Namespace) -> audio.Spectrogram:
+    """The spectrogram settings of --set, and the numbers on the command line checked."""
     try:
         spec = audio.Spectrogram.from_dict(_parse_sets(args.set))
     except ValueError as e:  # an unknown or out-of-range setting
@@ -225,34 +252,23 @@ def run(args: argparse.Namespace) -> int:
         raise PrepareError("--max-windows must be >= 0 (0 keeps every window)")
     if args.workers < 1:
         raise PrepareError("--workers must be >= 1")
-    jobs, classes = read_metadata(args.metadata, args.audio)
-    out = Path(args.out)
-    check_output(out, spec, args.max_windows)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / SETTINGS_FILE, settings_text(spec, args.folds, args.seed, args.max_windows, classes).encode())
-    for stale in (out / IMAGES).rglob(".*.tmp*"):  # half-written files of a killed run
-        stale.unlink(missing_ok=True)
-    for stale in (out / STATE_DIR).rglob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
+    return spec
 
-    done = {job: finished(out, job) for job in jobs}
-    todo = [job for job in jobs if done[job] is None]
-    reused = len(jobs) - len(todo)
-    print(f"birdtune: {len(jobs)} recordings of {len(classes)} classes in {args.metadata}"
-          + (f"; {reused} already prepared in {out}, {len(todo)} to go" if reused else "")
-          + f"; {args.workers} worker process(es)", flush=True)
-    work = partial(prepare_one, out=str(out), spec=spec, max_windows=args.max_windows)
+
+def _prepare_all(todo: list[Job], out: Path, spec: audio.Spectrogram, args: argparse.Namespace) -> dict[Job, Prepared]:
+    """Every recording still to prepare, in --workers processes, with a progress bar."""
     from tqdm.auto import tqdm
 
+    work = partial(prepare_one, out=str(out), spec=spec, max_windows=args.max_windows)
     bar = tqdm(total=len(todo), unit="rec", desc="prepare", disable=None if not args.quiet else True)
     if args.workers == 1 or len(todo) <= 1:
         audio.limit_threads()
-        results = (work(job) for job in todo)
-        pool = None
+        results, pool = (work(job) for job in todo), None
     else:
         pool = ProcessPoolExecutor(min(args.workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                    initializer=audio.limit_threads)
         results = pool.map(work, todo, chunksize=max(1, min(16, len(todo) // (8 * args.workers))))
+    done = {}
     try:
         for result in results:
             done[result.job] = result
@@ -261,51 +277,57 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return done
 
-    outcomes = [done[job] for job in jobs]
+
+def _write_table(outcomes: list[Prepared], classes: list[str], out: Path, args: argparse.Namespace) -> pd.DataFrame | None:
+    """prepare_errors.csv, then train.csv with its folds (last: its presence means the dataset is whole); None
+    (after one line on stderr) when nothing usable is left."""
     failed = [o for o in outcomes if o.error]
     errors = pd.DataFrame([(o.job.filename, o.job.label, o.error) for o in failed],
                           columns=["filename", "primary_label", "reason"]).sort_values("filename")
     _write_atomic(out / ERRORS_FILE, errors.to_csv(index=False).encode())
     table = build_table(outcomes, classes)
     if table.empty:
-        print(f"error: nothing usable: all {len(jobs)} recordings were skipped (reasons in {out / ERRORS_FILE})",
+        print(f"error: nothing usable: all {len(outcomes)} recordings were skipped (reasons in {out / ERRORS_FILE})",
               file=sys.stderr)
-        return 1
-    groups = table.groupby("label_name")["group"].nunique()
+        return None
     if table["group"].nunique() < args.folds:
         print(f"error: only {table['group'].nunique()} usable recordings, fewer than --folds {args.folds}; "
               "lower --folds", file=sys.stderr)
-        return 1
+        return None
     table["fold"] = assign_folds(table, args.folds, args.seed)
-    _write_atomic(out / "train.csv", table.to_csv(index=False).encode())  # last: its presence means complete
+    _write_atomic(out / "train.csv", table.to_csv(index=False).encode())
+    return table
 
+
+def _print_summary(outcomes: list[Prepared], table: pd.DataFrame, classes: list[str], spec: audio.Spectrogram,
+                   out: Path, args: argparse.Namespace, seconds: float) -> None:
+    failed = [o for o in outcomes if o.error]
+    groups = table.groupby("label_name")["group"].nunique()
     few, absent = int((groups < args.folds).sum()), len(classes) - len(groups)
     dropped = sum(o.dropped_s for o in outcomes)
     beyond = sum(o.beyond_s for o in outcomes)
     size = sum(p.stat().st_size for p in (out / IMAGES).rglob("*.png"))
     h, w = spec.shape
-    print(f"prepared {len(jobs) - len(failed)} of {len(jobs)} recordings -> {len(table)} windows ({h}x{w} PNGs, "
+    print(f"prepared {len(outcomes) - len(failed)} of {len(outcomes)} recordings -> {len(table)} windows ({h}x{w} PNGs, "
           f"{size / 1e6:.1f} MB) in {len(groups)} of {len(classes)} classes; dropped {dropped:.1f} s (final parts "
           f"under {spec.window_s / 2:g} s)" + (f", {beyond:.1f} s past --max-windows" if beyond else "")
           + f"; {len(failed)} skipped" + (f" (reasons in {out / ERRORS_FILE})" if failed else "")
           + f"; {few} species with fewer recordings than {args.folds} folds" + (f", {absent} with none" if absent else "")
-          + f"; {time.time() - t0:.1f} s", flush=True)
+          + f"; {seconds:.1f} s", flush=True)
     print(f"wrote {out / 'train.csv'}; next: python -m search.run --csv {out / 'train.csv'} --space scratch "
           "(or --space finetune --set init_checkpoint=<bird-pretrained checkpoint>)")
-    return 0
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """--set's spectrogram settings, each value read as YAML (a number, mostly)."""
     values: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise PrepareError(f"--set expects key=value, got '{item}'")
+    for key, raw in parse_pairs(items):
         try:
-            values[key.strip()] = yaml.safe_load(raw)
+            values[key] = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise PrepareError(f"--set {item}: the value is not a number") from None
+            raise PrepareError(f"--set {key}={raw}: the value is not a number") from None
     return values
 
 
@@ -325,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return run(args)
-    except PrepareError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -5,10 +5,8 @@ import argparse
 import sys
 from typing import Any
 
-from core.config import ConfigError, TrainConfig, parse_set
-from core.errors import CheckpointError, DataError, ModelError
-
-USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError)
+from core.config import TrainConfig, parse_set
+from core.errors import UserError
 
 EXAMPLES = """examples:
   python -m core.train                                   # demo data, CPU-sized model
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         summary = fit(cfg, report, resume_from=args.resume, progress=not args.quiet)
         _write_model_files(cfg, summary["out_dir"])
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done: status {summary['status']}, best cmap {summary['best_cmap']:.4f} at epoch "

@@ -14,13 +14,14 @@ import yaml
 
 from core import bundle, checkpoint
 from core.data import class_names, dataset_info, read_table
+from core.errors import UserError
 from search import importance, journal, layout, report, results, revalidate, storage
 from search.budget import Spent
 from search.plan import SearchSpec
 from search.results import Best, Outcome
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """Not an experiment; one line, exit code 2."""
 
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         search = trials(exp, read_spec(exp))
         out = export(exp, search)
         folders = write_top(out, args.top, search[1]) if args.top and out.best is not None else []
-    except ExportError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if out.best is None:

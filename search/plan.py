@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 import spaces
-from core.config import ConfigError, TrainConfig, parse_set
-from core.errors import CheckpointError, DataError, ModelError
+from core.config import TrainConfig, parse_set
+from core.errors import DataError, ModelError, UserError
 from search import layout, storage
 from search.cli import SPEC_FLAGS
 
@@ -24,11 +24,10 @@ if TYPE_CHECKING:  # core.data imports torch: loaded where the data is read, aft
     from core.data import DecodedData
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A bad command line; reported as one line with exit code 2 before Ray starts."""
 
 
-USER_ERRORS = (UsageError, ConfigError, DataError, ModelError, CheckpointError, spaces.UnknownSpace)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 # the command line, the plan and the cluster start import nothing heavy: bad input is refused in about a
 # second; torch, timm and Ray's Tune load once the data is read (plan.load) and the search starts
+from core.errors import UserError
 from search import cli, cluster, layout, plan, storage
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     t0 = time.time()
     try:
         p = plan.make(args)
-    except plan.USER_ERRORS as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     write_spec(p)  # before Ray starts: a search stopped from here on continues with --resume
     try:
         c = cluster.start(p)
-    except plan.UsageError as e:
+    except UserError as e:
         if not p.options.resume:  # nothing ran: no experiment is left behind
             storage.delete(p.options.exp)
         print(f"error: {e}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """Search spaces by name: `spaces.SPACES[name]` or `spaces.get(name)`. Knows nothing of Ray."""
+from core.errors import UserError
 from spaces import finetune, scratch, smoke
 from spaces.base import METRIC, MODE, TIME_ATTR, Space
 
 SPACES: dict[str, Space] = {s.SPACE.name: s.SPACE for s in (finetune, scratch, smoke)}
 
 
-class UnknownSpace(KeyError):
+class UnknownSpace(UserError, KeyError):
     def __str__(self) -> str:
         return self.args[0]
 

@@ -127,3 +127,24 @@ def stop_after(cfg, data, folder, epochs_done: int):
     with pytest.raises(Stop):
         engine.fit(cfg.replace(out_dir=str(folder)), report, data=data)
     return folder
+
+
+def label_table(counts: dict[int, int]):
+    """A shuffled table of counts[label] rows per label (image_path, label), for the resampling and fold tests."""
+    import numpy as np
+    import pandas as pd
+
+    rows = [dict(image_path=f"img_{lab}_{k}.png", label=lab) for lab, n in counts.items() for k in range(n)]
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rows).iloc[rng.permutation(len(rows))].reset_index(drop=True)
+    return df
+
+
+def label_images(n=20, classes=4):
+    """n small random grayscale images and their labels 0..classes-1, for the dataset tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 8, 12), dtype=np.uint8)
+    labels = np.arange(n) % classes
+    return images, labels

@@ -7,7 +7,7 @@ import torch
 from albumentations.augmentations.geometric import functional as fgeometric
 
 from core.augment import BatchAugment, mixup_batch
-from core.engine import BatchTrainSet
+from core.datasets import BatchTrainSet
 from core.transforms import train_transform
 
 

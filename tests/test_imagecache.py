@@ -191,7 +191,7 @@ def test_pickled_data_carries_the_table_and_the_cache_identity_never_the_images(
     os.remove(csv.parent / "img" / "x3.png")
     lost = pickle.loads(blob)
     assert lost.images is None and "lacks 1 of the images" in lost.missing
-    from core.engine import prepare
+    from core.engine import ready_data as prepare
     from core.config import TrainConfig
 
     with pytest.raises(DataError, match="has no image cache"):

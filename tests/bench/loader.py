@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from core import demo
 from core.data import load_data, read_table
 from core.augment import BatchAugment
-from core.engine import BatchTrainSet, EpochSampler, _EpochKeyed
+from core.datasets import BatchTrainSet, EpochKeyedTrainSet, EpochSampler
 from core.transforms import train_transform
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     cached = load_data(ov["csv"], ov["img_size"])  # the image cache file, mapped (what searches use)
 
     def ours(workers):
-        ds = _EpochKeyed(data.images, np.arange(len(df)), df["label"].to_numpy(), c,
+        ds = EpochKeyedTrainSet(data.images, np.arange(len(df)), df["label"].to_numpy(), c,
                          train_transform(ov["img_size"]), mixup_p=1.0, mixup_alpha=0.2, seed=0)
         return DataLoader(ds, batch_size=64, sampler=EpochSampler(len(ds), 0), num_workers=workers)
 
