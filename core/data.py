@@ -96,13 +96,14 @@ def dataset_info(csv: str | Path) -> tuple[list[str] | None, dict | None]:
     return ([str(c) for c in classes] if isinstance(classes, list) else None), info.get("spectrogram")
 
 
-def class_names(table: pd.DataFrame, num_classes: int, csv: str | Path) -> list[str]:
-    """Names in label order: prepare.yaml's list, else each label's label_name (label number if absent)."""
-    names, _ = dataset_info(csv)
-    if names and len(names) == num_classes:
-        return names
-    by_label = dict(zip(table["label"], table["label_name"].astype(str)))
-    return [by_label.get(i, str(i)) for i in range(num_classes)]
+def dataset_labels(table: pd.DataFrame, num_classes: int, csv: str | Path) -> tuple[list[str], dict | None]:
+    """(class names in label order, spectrogram settings or None) of a training table, as a model folder
+    records them: prepare.yaml's names, else each label's label_name (the label number if absent)."""
+    names, spectrogram = dataset_info(csv)
+    if not (names and len(names) == num_classes):
+        by_label = dict(zip(table["label"], table["label_name"].astype(str)))
+        names = [by_label.get(i, str(i)) for i in range(num_classes)]
+    return names, spectrogram
 
 
 def _integer_column(col: pd.Series, name: str, csv: Path) -> pd.Series:

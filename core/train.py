@@ -42,10 +42,9 @@ def _write_model_files(cfg: TrainConfig, out_dir: str) -> None:
     """classes.txt (and spectrogram.yaml for data made by core.prepare) beside best.pt, so that
     `python -m core.predict --model <out_dir>` works on a plain training run too."""
     from core import bundle
-    from core.data import class_names, dataset_info, read_table
+    from core.data import dataset_labels, read_table
 
-    table, n = read_table(cfg.csv, cfg.num_classes)
-    bundle.write_extras(out_dir, class_names(table, n, cfg.csv), dataset_info(cfg.csv)[1])
+    bundle.write_extras(out_dir, *dataset_labels(*read_table(cfg.csv, cfg.num_classes), cfg.csv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,16 @@
-"""The command line of `python -m search.run`: argparse only. Flags that describe the search default to
+"""The command line of `python -m search.run`: argparse, and the error a bad one is. Flags that describe the search default to
 None here, so that `--resume` can tell a flag given from a default (plan.py resolves the defaults)."""
 from __future__ import annotations
 
 import argparse
 
 import spaces
+from core.errors import UserError
 from search import layout
+
+
+class UsageError(UserError):
+    """A bad command line; reported as one line with exit code 2 before Ray starts."""
 
 EXAMPLES = """examples:
   python -m search.run                                  # finetune space on the built-in demo data (CPU ok)

@@ -1,14 +1,20 @@
-"""Start a local Ray cluster or join one (--address); what it offers the search: trials at once, worker reuse,
-the dashboard's URL."""
+"""Start a local Ray cluster or join one (--address), with the checks that come first (the address answers,
+the dashboard is not open to anyone, the trial fits the cluster); what it offers the search: trials at once,
+worker reuse, the dashboard's URL."""
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.plan import Plan, UsageError, check_resources
+from search.cli import UsageError
+from search.spec import Plan
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,56 @@ def untested_versions() -> str | None:
     return ("birdtune: tested with " + " and ".join(f"{n.capitalize()} {v}" for n, v in TESTED_VERSIONS.items())
             + "; this environment has " + ", ".join(f"{n.capitalize()} {v}" for n, v in found.items())
             + ": the search goes on, but birdtune relies on some of their internals")
+
+
+def check_dashboard_host(no_dashboard: bool, address: str | None, host: str) -> None:
+    """Anyone who reaches the dashboard's API can run code on the cluster: loopback by default,
+    a warning for any other address, and a refusal when token authentication is off."""
+    if no_dashboard or address or host in LOOPBACK:
+        return
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        raise UsageError(f"--dashboard-host {host} with RAY_AUTH_MODE=disabled would let anyone who "
+                         "reaches it run code on this machine; keep 127.0.0.1 or turn token authentication on")
+    print(f"warning: the Ray dashboard will listen on {host}: anyone who reaches it and holds the "
+          "token (`ray get-auth-token`) can submit jobs that run code on this cluster", file=sys.stderr)
+
+
+def probe_address(address: str) -> None:
+    """A cluster to join answers at --address (ray.init to a dead address waits for minutes)."""
+    if address == "auto":
+        return  # ray.init finds (or fails to find) the local cluster without waiting
+    if address.startswith("ray://"):
+        raise UsageError(f"--address {address}: Ray Client is not supported (Ray documents that it may not work "
+                         "with Ray Tune, and a search's driver keeps its image cache and Optuna study on its own "
+                         "machine); submit the search as a Ray job (`ray job submit --address http://HEAD:8265 "
+                         "--working-dir . -- python -m search.run --address auto ...`) or run it on a cluster "
+                         "machine with --address HEAD:6379")
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address must be auto or host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one with `ray start --head`") from None
+
+
+def check_resources(cpus: float, gpus: float, have_cpus: float, have_gpus: float) -> None:
+    """A trial that asks for more than the cluster has would wait forever: refuse it now."""
+    if cpus > have_cpus:
+        raise UsageError(f"--cpus-per-trial {cpus:g} but the cluster has {have_cpus:g} CPUs")
+    if gpus > 0 and have_gpus == 0:
+        raise UsageError("--gpus-per-trial is set but no GPU is visible (torch.cuda.device_count() == 0); "
+                         "use --gpus-per-trial 0 to train on CPUs")
+    if gpus > have_gpus:
+        raise UsageError(f"--gpus-per-trial {gpus:g} but the cluster has {have_gpus:g} GPUs")
+
+
+def local_gpus() -> int:
+    """The GPUs this machine has (torch.cuda: one that sees none says 0)."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def start(plan: Plan) -> Cluster:

@@ -13,12 +13,13 @@ import pandas as pd
 import yaml
 
 from core import bundle, checkpoint
-from core.data import class_names, dataset_info, read_table
+from core.data import dataset_labels, read_table
 from core.errors import UserError
-from search import importance, journal, layout, report, results, revalidate, storage
+from search import importance, journal, layout, report, revalidate, storage, tables
 from search.budget import Spent
-from search.plan import SearchSpec
-from search.results import Best, Outcome
+from search.spec import SearchSpec
+from search.spec import read as read_search
+from search.tables import Best, Outcome
 
 
 class ExportError(UserError):
@@ -26,10 +27,10 @@ class ExportError(UserError):
 
 
 def read_spec(exp: str) -> SearchSpec:
-    text = storage.read_text(storage.join(exp, layout.META_FILE))
-    if text is None:
+    spec = read_search(exp)
+    if spec is None:
         raise ExportError(f"{exp} is not a birdtune experiment (no {layout.META_FILE})")
-    return SearchSpec.from_dict(yaml.safe_load(text))
+    return spec
 
 
 def cut_trials(exp: str) -> frozenset[str]:
@@ -38,22 +39,21 @@ def cut_trials(exp: str) -> frozenset[str]:
 
 def trials(exp: str, spec: SearchSpec) -> tuple[pd.DataFrame, Any]:
     """The trials table and the ExperimentAnalysis it came from (None before any trial started)."""
-    found = results.analysis(exp, spec.metric, spec.mode)
-    return results.trial_table(found, spec.searched, spec.metric, spec.max_t, cut_trials(exp)), found
+    found = tables.analysis(exp, spec.metric, spec.mode)
+    return tables.trial_table(found, spec.searched, spec.metric, spec.max_t, cut_trials(exp)), found
 
 
 def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame, Any] | None = None) -> Outcome:
     """Everything export writes, computed once; `search` passes a trials table already read."""
     spec = spec or read_spec(exp)
     table, found = search or trials(exp, spec)
-    curves = results.curve_table(found, table, spec.metric)
+    curves = tables.curve_table(found, table, spec.metric)
     imp = importance.importances(table, curves, spec.space, spec.searched, spec.max_t, spec.grace_period)
-    sub = results.analysis(storage.join(exp, layout.REVALIDATE_DIR), spec.metric, spec.mode) \
+    sub = tables.analysis(storage.join(exp, layout.REVALIDATE_DIR), spec.metric, spec.mode) \
         if storage.exists(storage.join(exp, layout.REVALIDATE_DIR, "tuner.pkl")) else None
-    runs = results.revalidation_table(sub, spec.metric, spec.max_t)
+    runs = tables.revalidation_table(sub, spec.metric, spec.max_t)
     rank = revalidate.ranking(runs, spec.revalidate_folds) if runs is not None else None
-    trust = importance.rung_trust(table, curves, report.rungs(spec.max_t, spec.grace_period, spec.reduction_factor,
-                                                               spec.scheduler), spec.max_t)
+    trust = importance.rung_trust(table, curves, spec.rungs, spec.max_t)
     events = journal.read(storage.join(exp, layout.RESULTS_LOG))
     return Outcome(exp, spec, table, curves, imp, runs, rank, _choose(spec, table, found, runs, rank, sub),
                    cut_trials(exp), trust, spent=Spent.from_journal(events),
@@ -62,7 +62,7 @@ def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame
 
 def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Best | None:
     """The best trial of the search, or the re-validation's winner when one candidate finished every fold."""
-    ok = _usable(table)
+    ok = tables.usable(table)
     if ok.empty:
         return None
     best = _trial_best(ok.loc[ok["best_cmap"].idxmax()], found, spec)
@@ -79,7 +79,7 @@ def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Be
               "revalidation_cmap_per_fold": {int(f): float(v) for f, v in chosen["per_fold"].items()},
               "model": f"trained with fold {int(first['fold'])} as validation (run {first['run_id']})"}
     ckpt = sub.get_last_checkpoint(next(t for t in sub.trials if t.trial_id == first["run_id"]))
-    return Best(chosen["trial_id"], int(row["trial_index"]), {k: results.py(row[k]) for k in spec.searched},
+    return Best(chosen["trial_id"], int(row["trial_index"]), {k: tables.py(row[k]) for k in spec.searched},
                 header, ckpt)
 
 
@@ -110,11 +110,6 @@ def _write_bundle(exp: str, folder: str, best: Best, config: dict[str, Any], ext
         storage.write_bytes(storage.join(exp, folder, name), data)
 
 
-def _usable(table: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a score that may be exported (completed or stopped early)."""
-    return table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
-
-
 def _trial_best(row, found, spec: SearchSpec, **header) -> Best:
     """A trials-table row as a Best: its searched values and the last checkpoint (holding its best-epoch
     weights); `header` adds to what config.yaml's header says of it."""
@@ -127,13 +122,13 @@ def _trial_best(row, found, spec: SearchSpec, **header) -> Best:
 
 def top_trials(out: Outcome, found, k: int) -> list[Best]:
     """The k trials with the highest best-epoch cmAP (completed or stopped early), best first."""
-    ranked = _usable(out.table).sort_values("best_cmap", ascending=False, kind="stable").head(k)
+    ranked = tables.usable(out.table).sort_values("best_cmap", ascending=False, kind="stable").head(k)
     return [_trial_best(row, found, out.spec, rank=i) for i, (_, row) in enumerate(ranked.iterrows(), 1)]
 
 
 def write_top(out: Outcome, k: int, found=None) -> list[str]:
     """best-1 ... best-k: the k best trials' model folders, for an ensemble (core.predict --model A --model B)."""
-    found = found if found is not None else results.analysis(out.exp, out.spec.metric, out.spec.mode)
+    found = found if found is not None else tables.analysis(out.exp, out.spec.metric, out.spec.mode)
     extras = bundle.extras(*_dataset(out.spec))
     folders = []
     for i, best in enumerate(top_trials(out, found, k), 1):
@@ -148,8 +143,7 @@ def _dataset(spec: SearchSpec) -> tuple[list[str], dict[str, Any] | None]:
     if spec.classes:
         return spec.classes, spec.spectrogram
     csv = spec.base["csv"]
-    table, n = read_table(csv, spec.base.get("num_classes", 0))
-    return class_names(table, n, csv), dataset_info(csv)[1]
+    return dataset_labels(*read_table(csv, spec.base.get("num_classes", 0)), csv)
 
 
 def _write_model(exp: str, ckpt, folder: str = layout.BEST_DIR) -> None:
@@ -172,14 +166,6 @@ def export(exp: str, search: tuple[pd.DataFrame, Any] | None = None) -> Outcome:
     return out
 
 
-def format_table(table: pd.DataFrame, searched: list[str], limit: int = 40) -> str:
-    if table.empty:
-        return "(no trials)"
-    cols = ["trial_index", "status", "epochs", "best_cmap"] + searched + ["wall_s"]
-    shown = table.sort_values("best_cmap", ascending=False, na_position="last").head(limit)[cols]
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__)
     p.add_argument("experiment", help="experiment folder or URI, e.g. results/finetune-20261125-1500")
@@ -199,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if out.best is None:
         print(f"no trial has a result yet; wrote {storage.join(exp, layout.TRIALS[1])}")
-    print(format_table(out.table, out.spec.searched))
+    print(tables.format_table(out.table, out.spec.searched))
     print(f"wrote trials.parquet/csv, curves.csv, importance.csv, best/ and report.html (with its PNGs) under {exp}")
     if args.top:
         models = " ".join(f"--model {f}" for f in folders)

@@ -13,7 +13,7 @@ import pandas as pd
 
 import spaces
 from search import layout
-from search.results import py
+from search.tables import py
 
 COLUMNS = ["target", "param", "importance", "trials", "evaluator"]
 MIN_TRIALS = 3  # fANOVA on fewer points says nothing

@@ -14,7 +14,7 @@ from ray import tune
 
 import spaces
 from search import layout
-from search.results import trial_number, trial_status
+from search.tables import trial_number, trial_status
 
 
 def duration(seconds: float) -> str:

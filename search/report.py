@@ -19,18 +19,11 @@ import pandas as pd  # noqa: E402
 import spaces  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from search import layout, storage  # noqa: E402
-from search.results import Outcome  # noqa: E402
+from search.tables import Outcome  # noqa: E402
 
 COLORS = {layout.COMPLETED: "#2b8a3e", layout.STOPPED_EARLY: "#e8590c", layout.DIVERGED: "#c92a2a",
           layout.ERRORED: "#868e96", layout.UNFINISHED: "#1c7ed6"}
 PLOTS = layout.PLOTS
-
-
-def rungs(max_t: int, grace_period: int, reduction_factor: int, scheduler: str = "asha") -> list[int]:
-    """The epochs at which ASHA compares trials: grace * rf^k below max_t (none without ASHA)."""
-    if scheduler != "asha":
-        return []
-    return layout.asha_rungs(max_t, grace_period, reduction_factor)[:-1]
 
 
 def reference(space: spaces.Space) -> tuple[str, dict[str, Any]]:
@@ -138,7 +131,7 @@ def render(out: Outcome) -> dict[str, bytes]:
     """{file name: bytes} of report.html and the PNGs it embeds, from the outcome alone."""
     spec, table = out.spec, out.table
     space = spaces.get(spec.space)
-    rung_epochs = rungs(spec.max_t, spec.grace_period, spec.reduction_factor, spec.scheduler)
+    rung_epochs = spec.rungs
     pngs = {"curves.png": curves_plot(table, out.curves, spec.max_t, rung_epochs),
             "params.png": params_plot(table, space, spec.searched), "importance.png": importance_plot(out.importance)}
     c = cost(table, spec.max_t, spec.cpus_per_trial, spec.gpus_per_trial)

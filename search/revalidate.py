@@ -7,13 +7,12 @@ from typing import Any
 import pandas as pd
 
 from search import layout
-from search.results import py
+from search.tables import py, usable
 
 
 def candidates(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """The k trials with the highest best-epoch cmAP among those that did not error or diverge."""
-    ok = table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()]
-    return ok.sort_values(["best_cmap", "trial_index"], ascending=[False, True]).head(k)
+    return usable(table).sort_values(["best_cmap", "trial_index"], ascending=[False, True]).head(k)
 
 
 def runs(table: pd.DataFrame, searched: list[str], k: int, folds: list[int]) -> list[dict[str, Any]]:

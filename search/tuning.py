@@ -11,7 +11,7 @@ from ray import tune
 
 from search import internals, layout, revalidate, storage
 from search.cluster import Cluster
-from search.plan import Plan
+from search.spec import Plan
 from search.trainable import TrialHooks
 
 
@@ -72,15 +72,17 @@ class BudgetStop(tune.Stopper):
 
 
 def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total: int | None, callbacks: tuple = (),
-               stop=None):
+               stop=None, on_lost: Callable[[str], None] | None = None):
     """The RunConfig of the search's Tuner (`name` its name) or of the re-validation's; `stop` is the search's
-    budget meter (search.budget.Meter), if it has one."""
+    budget meter (search.budget.Meter), if it has one; `on_lost` ends the process when the storage stops
+    answering while the search's loop is stuck in a call to it (search.watch)."""
     from ray import tune
 
     from search.journal import Journal
     from search.progress import LiveView
-    from search.records import CutTrials, StorageWatch
+    from search.cut_trials import CutTrials
     from search.recovery import RepairCheckpoints
+    from search.watch import StorageWatch
 
     upload_before_rewrite()
     internals.atomic_local_uploads()
@@ -92,7 +94,7 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
         callbacks = tuple(callbacks) + tuple(tracking.callbacks(list(opts.log_to), opts.exp, opts.name))
     live = [] if opts.verbose else [LiveView(spec.max_t, total, spec.searched, cluster.dashboard,
                                              first_number=spec.first_trial_number, meter=stop)]
-    watch = StorageWatch(exp)
+    watch = StorageWatch(exp, on_lost=on_lost)
     records = [watch, CutTrials(exp, watch), RepairCheckpoints(), Journal(journal_path(plan, name), exp, watch, meter=stop)]
     return tune.RunConfig(name=name, storage_path=storage_path, stop=BudgetStop(stop) if stop is not None else None,
                           sync_config=tune.SyncConfig(sync_timeout=SYNC_TIMEOUT_S),
@@ -103,7 +105,8 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
 
 def make_search(plan: Plan, n: int):
     """(search_alg, param_space, scheduler) as the spec asks, for `n` trials at a time."""
-    from search.searcher import make_scheduler, make_searcher
+    from search.scheduler import make_scheduler
+    from search.searcher import make_searcher
 
     spec = plan.spec
     searcher, param_space = make_searcher(spec.searcher, plan.space, max_t=spec.max_t, seed=spec.seed,
@@ -118,9 +121,9 @@ def make_search(plan: Plan, n: int):
 
 
 def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, callbacks: tuple = (),
-                 hooks: TrialHooks | None = None):
+                 hooks: TrialHooks | None = None, on_lost: Callable[[str], None] | None = None):
     """The search's Tuner, or the restored one with --resume; `make` builds its searcher and scheduler
-    (the benchmarks pass a stock set-up), `callbacks` are extra Tune callbacks."""
+    (the benchmarks pass a stock set-up), `callbacks` are extra Tune callbacks, `on_lost` as run_config's."""
     import optuna
     from ray import tune
 
@@ -141,7 +144,7 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
             if hasattr(scheduler, "resume_with"):
                 scheduler.resume_with(journal=opts.journal)
             return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks,
-                                               stop=gauge))
+                                               stop=gauge, on_lost=on_lost))
     if spec.study:
         Path(spec.study).parent.mkdir(parents=True, exist_ok=True)
     searcher, param_space, scheduler = make(plan, cluster.concurrency)
@@ -165,10 +168,12 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
         trainable(plan, hooks), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples or -1,
                                     max_concurrent_trials=cluster.concurrency, reuse_actors=cluster.reuse_actors),
-        run_config=run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks, stop=gauge))
+        run_config=run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks, stop=gauge,
+                              on_lost=on_lost))
 
 
-def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks: TrialHooks | None = None):
+def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks: TrialHooks | None = None,
+                       on_lost: Callable[[str], None] | None = None):
     """The re-validation's Tuner (restored if an earlier run of it was interrupted); None if nothing to
     rerun. `table` is the search's trials table."""
     from ray import tune
@@ -180,7 +185,7 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
         restored = _restored(plan, layout.REVALIDATE_DIR, exp, journal_path(plan, layout.REVALIDATE_DIR), hooks)
         if restored is not None:
             total = len(spec.revalidate_folds) * spec.revalidate_top
-            return _this_run(restored[0], run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, total))
+            return _this_run(restored[0], run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, total, on_lost=on_lost))
     items = revalidate.runs(table, spec.searched, spec.revalidate_top, spec.revalidate_folds)
     if not items:
         return None
@@ -190,7 +195,7 @@ def revalidation_tuner(plan: Plan, cluster: Cluster, table: pd.DataFrame, hooks:
                       tune_config=tune.TuneConfig(num_samples=1, scheduler=FIFOScheduler(),
                                                   max_concurrent_trials=cluster.concurrency,
                                                   reuse_actors=cluster.reuse_actors),
-                      run_config=run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, len(items)))
+                      run_config=run_config(plan, cluster, layout.REVALIDATE_DIR, opts.exp, len(items), on_lost=on_lost))
 
 
 def _restored(plan: Plan, name: str, exp: str, journal: str, hooks: TrialHooks | None):

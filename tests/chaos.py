@@ -230,7 +230,7 @@ def check(exp: Path, num_samples: int, journal: Path | None = None, study: Path 
     import yaml
 
     from search import journal as journal_mod
-    from search.searcher import ResumableASHA, replay
+    from search.scheduler import ResumableASHA, replay
 
     RAY_TRIAL = "ray_trial_id"  # (search.searcher's)
 
@@ -311,6 +311,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from search import run
+    from search import shutdown
 
-    run.end_process(main())
+    shutdown.end_process(main())

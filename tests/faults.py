@@ -115,6 +115,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from search import run
+    from search import shutdown
 
-    run.end_process(main())
+    shutdown.end_process(main())

@@ -14,6 +14,18 @@ FAULTS = Path(__file__).resolve().parent / "faults.py"
 CHAOS = Path(__file__).resolve().parent / "chaos.py"
 
 
+def run_module(module: str, *args, cwd=None, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in the tests' environment, finished, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=env or ENV, cwd=cwd, timeout=timeout)
+
+
+def run_script(path, *args, cwd=None, timeout: float = 600, env=None) -> subprocess.CompletedProcess:
+    """`python PATH ARGS` (a benchmark script) in the tests' environment, as run_module."""
+    return subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True,
+                          env=env or ENV, cwd=cwd, timeout=timeout)
+
+
 def search(*args, fault: str | None = None, fault_dir=None, chaos: str | None = None, timeout: float = 400,
            popen: bool = False, **kw):
     """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject, or
@@ -148,3 +160,47 @@ def label_images(n=20, classes=4):
     images = rng.integers(0, 255, (n, 8, 12), dtype=np.uint8)
     labels = np.arange(n) % classes
     return images, labels
+
+
+def scored_trials(n: int = 8):
+    """A trials table and its curves: n trials of the smoke space whose score lr alone drives (drop_rate
+    uncorrelated), odd ones completed at 3 epochs, even ones stopped at 1."""
+    import pandas as pd
+
+    rows, curves = [], []
+    for i in range(n):
+        lr, drop = 1e-3 * (1 + i), 0.05 * ((5 * i) % n)  # drop_rate uncorrelated with lr
+        score = 0.5 + 20 * lr  # driven by lr only
+        status = "completed" if i % 2 else "stopped_early"
+        rows.append(dict(trial_id=f"t{i}", trial_index=i, lr=lr, drop_rate=drop, best_cmap=score, status=status))
+        curves += [dict(trial_id=f"t{i}", trial_index=i, epoch=e, cmap=score - (3 - e) / 100)
+                   for e in range(1, (3 if i % 2 else 1) + 1)]
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def smoke_spec(**changes):
+    """A SearchSpec of the smoke space as search.yaml would hold it (3 epochs, rungs 1 and 2, 2 trials)."""
+    import dataclasses
+
+    from search.spec import SearchSpec
+
+    spec = SearchSpec(space="smoke", max_t=3, grace_period=1, reduction_factor=2, num_samples=2,
+                      searched=["lr", "drop_rate"], points=[dict(lr=1e-2, drop_rate=0.3)], seed=0, cpus_per_trial=2,
+                      gpus_per_trial=0.0, searcher="tpe", scheduler="asha", revalidate_top=0, revalidate_folds=[],
+                      study=None, base={"epochs": 3, "batch_size": 16, "lr": 3e-4, "drop_rate": 0.3})
+    return dataclasses.replace(spec, **changes)
+
+
+def image_csv(folder: Path, n: int = 40, shape=(16, 24)) -> Path:
+    """folder/train.csv over n random grayscale PNGs in folder/img (labels k % 3, folds k % 2)."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for k in range(n):
+        cv2.imwrite(str(folder / "img" / f"x{k}.png"), rng.integers(0, 255, shape, dtype=np.uint8))
+    pd.DataFrame(dict(image_path=[f"img/x{k}.png" for k in range(n)], label=[k % 3 for k in range(n)],
+                      fold=[k % 2 for k in range(n)])).to_csv(folder / "train.csv", index=False)
+    return folder / "train.csv"

@@ -7,17 +7,8 @@ import pytest
 import torch
 
 from core import checkpoint, engine
-from core.data import load_data
 from core.losses import build_loss
 from helpers import stop_after
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tiny_root):
-    from core import demo
-
-    ov = demo.demo_overrides("tiny")
-    return load_data(ov["csv"], ov["img_size"])
 
 
 @pytest.fixture
@@ -120,21 +111,3 @@ def test_resume_across_precision_modes(fp16, tiny_data, tmp_path, before, after)
     assert (0 < scaler["scale"] <= 2.0 ** 16) if after == "fp16" else scaler == {}
 
 
-def test_a_trial_on_a_fractional_gpu_limits_its_memory_to_its_share(monkeypatch):
-    from search import trainable
-
-    calls = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
-    assert trainable.limit_gpu_share(0.25) and calls == [(0.25, 0)]
-    assert not trainable.limit_gpu_share(1.0) and not trainable.limit_gpu_share(0.0) and len(calls) == 1
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not trainable.limit_gpu_share(0.5) and len(calls) == 1
-
-
-def test_cpus_per_trial_defaults_to_the_cpus_of_a_gpu_slot():
-    from search.plan import default_cpus
-
-    assert default_cpus(0.25, 16, 1) == 4  # four trials share the GPU: four CPUs each
-    assert default_cpus(0.5, 16, 2) == 4 and default_cpus(1, 16, 8) == 2 and default_cpus(2, 16, 8) == 4
-    assert default_cpus(0.0, 16, 1) == 1 and default_cpus(0.25, 16, 0) == 1 and default_cpus(0.1, 4, 1) == 1

@@ -1,20 +1,15 @@
 """The benchmark scripts run (at toy sizes): on the CPU here, their CUDA paths where a GPU exists."""
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_script
+
 BENCH = Path(__file__).resolve().parent / "bench"
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-
 def bench(script, *args, timeout=600):
-    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return run_script(BENCH / script, *args, timeout=timeout)
 
 
 def rates(out: str) -> dict[str, float]:
@@ -94,6 +89,7 @@ def test_replay_script_writes_the_table_it_prints(tmp_path):
     assert len(out["rank_correlation_by_epoch"]) == 8
     # the printed table is the JSON's: every method's line carries its regret, quality and epochs fraction
     for method, row in agg.items():
-        line = next(ln for ln in r.stdout.splitlines() if re.match(rf"\s+16\s+2 {method}\s", ln))
-        assert f"{row['mean_norm_regret']:.3f}" in line and f"{row['epochs_fraction']:.2f}" in line
-        assert f"{row['quality_vs_random_full']:.4f}" in line
+        line = next(ln for ln in r.stdout.splitlines() if re.match(rf"\s+16 trials\s+2 {method}\s", ln))
+        cells = line.split()
+        assert cells[4] == f"{row['mean_norm_regret']:.3f}" and cells[-2] == f"{row['epochs_fraction']:.2f}"
+        assert cells[-4] == f"{row['quality_vs_random_full']:.4f}" and cells[-3] == f"{row['epochs']:.1f}"

@@ -1,7 +1,4 @@
 """From BirdCLEF-shaped audio to a submission, as a user runs it: prepare -> search -> predict."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,14 +7,11 @@ import soundfile as sf
 import yaml
 
 import birdsong
+from helpers import run_module
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
 def module(name, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", name, *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return run_module(name, *args, timeout=timeout)
 
 
 def test_prepare_search_predict(tmp_path):

@@ -18,7 +18,6 @@ import yaml
 import helpers
 import s3server
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, activated or not
 
@@ -109,6 +108,7 @@ def node_ids(s3, prefix: str) -> dict[str, set[str]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_search_submitted_as_a_ray_job_with_token_auth(cluster, s3):
     store = s3.uri("jobs")
     submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}", "--working-dir", ".",
@@ -135,6 +135,7 @@ def test_a_search_submitted_as_a_ray_job_with_token_auth(cluster, s3):
     assert "Authentication required: Unauthorized: Missing authentication token" in r.stderr, r.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path):
     cluster.add_worker()
     store = s3.uri("nodes")
@@ -158,6 +159,7 @@ def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path)
     assert len(set().union(*node_ids(s3, "nodes/n/").values())) == 2
 
 
+@pytest.mark.slow
 def test_four_trials_share_a_declared_gpu_on_a_separately_started_cluster_with_a_file_uri(tmp_path):
     """Fractional packing on this CPU machine: a head that declares one GPU, --gpus-per-trial 0.25. Ray gives
     every trial the same device (CUDA_VISIBLE_DEVICES=0); the trials train on the CPU, as torch sees no
@@ -188,3 +190,26 @@ def test_four_trials_share_a_declared_gpu_on_a_separately_started_cluster_with_a
         spans.append((rows["timestamp"].iloc[0] - rows["time_this_iter_s"].iloc[0], rows["timestamp"].iloc[-1]))
     assert len(spans) == 4
     assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # all four were running at one moment
+
+
+def test_a_non_loopback_dashboard_is_warned_about(capsys):
+    from search import cluster
+
+    cluster.check_dashboard_host(False, None, "0.0.0.0")
+    assert "anyone who reaches it" in capsys.readouterr().err
+    cluster.check_dashboard_host(False, None, "127.0.0.1")  # loopback, or no dashboard: nothing to say
+    cluster.check_dashboard_host(True, None, "0.0.0.0")
+    assert capsys.readouterr().err == ""
+
+
+def test_untested_ray_or_optuna_releases_are_named_in_one_line(monkeypatch):
+    import importlib.metadata
+
+    from search import cluster, layout
+
+    assert cluster.untested_versions() is None  # the installed ones are the tested ones
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "5.1.0" if n == "optuna" else real(n))
+    line = cluster.untested_versions()
+    assert line and "\n" not in line and "Optuna 5.1.0" in line and "Ray 2.60 and Optuna 5.0" in line
+    assert layout.TESTED_VERSIONS == {"ray": "2.60", "optuna": "5.0"}

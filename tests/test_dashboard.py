@@ -72,7 +72,11 @@ def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):
         assert "Authentication Token Required" not in body
         assert "train_trial" in body  # the actor's repr names our trainable
         assert total >= 1 and re.search(r"ALIVE|DEAD", body), body[:2000]
-        assert shot.stat().st_size > 10_000
+        from PIL import Image
+
+        with Image.open(shot) as png:  # the page as drawn: the viewport, not a blank or one-colour frame
+            assert png.size == (1400, 900)
+            assert len(png.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
     finally:
         proc.send_signal(signal.SIGINT)  # ends the search as Ctrl-C does
         try:

@@ -16,14 +16,6 @@ KEYS = {"epoch", "train_loss", "val_loss", "cmap", "cmap_present", "accuracy", "
         "images_per_s", "status", "best_cmap"}
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tiny_root):
-    from core import demo
-
-    ov = demo.demo_overrides("tiny")
-    return load_data(ov["csv"], ov["img_size"])
-
-
 def test_fit_learns_the_tiny_demo_and_writes_its_files(tiny_cfg, tiny_data):
     cfg = tiny_cfg.replace(epochs=8, lr=1e-2, mixup_p=0.5)
     reports = []

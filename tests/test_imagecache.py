@@ -19,24 +19,15 @@ import pytest
 
 from core import imagecache
 from core.data import DataError, DecodedData, decode_images, load_data
+from helpers import image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _dataset(folder: Path, n: int = 40, shape=(16, 24)) -> Path:
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    for k in range(n):
-        cv2.imwrite(str(folder / "img" / f"x{k}.png"), rng.integers(0, 255, shape, dtype=np.uint8))
-    pd.DataFrame(dict(image_path=[f"img/x{k}.png" for k in range(n)], label=[k % 3 for k in range(n)],
-                      fold=[k % 2 for k in range(n)])).to_csv(folder / "train.csv", index=False)
-    return folder / "train.csv"
 
 
 @pytest.fixture
 def csv(tmp_path, monkeypatch):
     monkeypatch.setenv("BIRDTUNE_CACHE", str(tmp_path / "usercache"))
-    return _dataset(tmp_path / "data")
+    return image_csv(tmp_path / "data")
 
 
 def _files(folder: Path) -> list[str]:
@@ -172,7 +163,7 @@ def test_a_folder_without_room_is_passed_over(csv, monkeypatch):
 
 def test_pickled_data_carries_the_table_and_the_cache_identity_never_the_images(tmp_path, monkeypatch):
     monkeypatch.setenv("BIRDTUNE_CACHE", str(tmp_path / "usercache"))
-    csv = _dataset(tmp_path / "data", n=60, shape=(64, 128))
+    csv = image_csv(tmp_path / "data", n=60, shape=(64, 128))
     data = load_data(csv, 64)
     blob = pickle.dumps(data)
     assert len(blob) < data.data_bytes / 20, len(blob)
@@ -234,21 +225,6 @@ def test_bad_images_are_still_refused_with_one_line_and_leave_no_cache(csv):
     assert not any(n.endswith((".npy", ".tmp")) for n in _files(csv.parent / imagecache.FOLDER))
 
 
-def test_the_start_up_line_says_size_and_where_the_images_live(csv):
-    from search.plan import describe
-
-    built = describe(load_data(csv, 16), 16)
-    assert "40 images (3 classes), 15.4 kB" not in built  # sizes are MB or GB
-    assert built.startswith("birdtune: 40 images (3 classes), 0.0 MB decoded: decoded in ")
-    assert f"into the image cache {csv.parent / imagecache.FOLDER}" in built and "kept for the next search" in built
-    reused = describe(load_data(csv, 16), 16)
-    assert "reused the image cache" in reused and "nothing decoded" in reused
-    lazy = describe(load_data(csv, 16, memory_limit_gb=1e-9, image_cache="off"), 1e-9)
-    assert "reads them from the image files per batch" in lazy and "image_cache=off" in lazy
-    memory = describe(load_data(csv, 16, image_cache="off"), 16)
-    assert "decoded into memory" in memory and "object store" in memory
-
-
 def test_decoded_data_built_by_hand_still_works():
     images = np.zeros((4, 8, 8), np.uint8)
     table = pd.DataFrame(dict(path=["a"] * 4, label=[0, 1, 0, 1], fold=[0, 0, 1, 1]))
@@ -256,21 +232,3 @@ def test_decoded_data_built_by_hand_still_works():
     assert d.nbytes == images.nbytes == d.data_bytes and pickle.loads(pickle.dumps(d)).images.shape == (4, 8, 8)
 
 
-def test_a_trial_on_a_node_without_the_cache_copies_it_from_the_drivers_node_through_ray(csv, tmp_path):
-    import copy
-
-    import ray
-
-    from search.trainable import copy_images
-
-    data = load_data(csv, 16)
-    lost = copy.copy(data)  # as a trial on a node with neither the file nor the images would have it
-    lost.images, lost.where, lost.missing = None, str(tmp_path / "node2"), "no cache there"
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        copy_images(lost, ray.get_runtime_context().get_node_id())
-    finally:
-        ray.shutdown()
-    assert lost.how == "copied" and lost.missing == "" and Path(lost.cache.path).parent == tmp_path / "node2"
-    np.testing.assert_array_equal(lost.images, data.images)
-    assert json.loads(Path(lost.cache.path).with_suffix(".json").read_text())["copied_from"] == data.cache.host

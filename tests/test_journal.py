@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from search import internals, journal
 from search.journal import Journal
-from search.records import StorageWatch
+from search.watch import StorageWatch
 
 
 def trial(trial_id):

@@ -1,12 +1,14 @@
-"""The code's map holds: search/ reads as one pipeline (each module imports only those before it, also
-inside functions), and core/ and spaces/ never import search/ or Ray."""
+"""search.layout's rules (the grace period, ASHA's rungs), and the code's map: search/ reads as one pipeline
+(each module imports only those before it, also inside functions), each module's docstring says its job, and
+core/ and spaces/ never import search/ or Ray."""
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # the order of search/ (README, Layout): each module may import only the ones before it
-SEARCH = ["layout", "budget", "storage", "internals", "journal", "results", "cli", "tracking", "plan", "cluster", "searcher",
-          "trainable", "progress", "records", "recovery", "revalidate", "tuning", "importance", "report", "export", "run"]
+SEARCH = ["layout", "budget", "storage", "internals", "journal", "spec", "tables", "cli", "tracking", "dataset", "cluster",
+          "plan", "searcher", "scheduler", "trainable", "progress", "watch", "cut_trials", "recovery", "revalidate", "tuning",
+          "importance", "report", "export", "summary", "shutdown", "run"]
 
 
 def imports(path: Path) -> set[str]:
@@ -38,3 +40,25 @@ def test_core_and_spaces_know_nothing_of_search_or_ray():
         for path in (ROOT / folder).glob("*.py"):
             bad = sorted(m for m in imports(path) if m.split(".")[0] in ("search", "ray"))
             assert not bad, f"{folder}/{path.name} imports {bad}"
+
+
+def test_grace_period_rises_to_a_fraction_of_long_searches():
+    """birdtune's first rung: the space's grace period, at least 1/27 of max_t (LCBench's 52 epochs -> 2)."""
+    from search import layout
+
+    assert layout.grace_period(1, 8) == 1 and layout.grace_period(2, 30) == 2
+    assert layout.grace_period(1, 52) == 2 and layout.grace_period(1, 100) == 4 and layout.grace_period(1, 27) == 1
+    assert layout.grace_period(5, 3) == 3  # never past max_t
+    assert layout.asha_rungs(52, 2, 4) == [2, 8, 32, 52] and layout.asha_rungs(8, 1, 4) == [1, 4, 8]
+
+
+def test_every_product_module_says_its_job_and_no_function_runs_past_60_lines():
+    for folder in ("core", "search", "spaces"):
+        for path in (ROOT / folder).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            if path.stem != "__init__":
+                assert ast.get_docstring(tree), f"{folder}/{path.name} has no docstring saying what it is for"
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    assert lines <= 60, f"{folder}/{path.name}: {node.name} is {lines} lines"

@@ -1,7 +1,4 @@
 """`python -m core.predict` and the model folder it reads: rows, columns, probabilities, ONNX, bad input."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,14 +11,13 @@ from core.config import TrainConfig
 from core.model import build_model
 from core.predict import Predictor, window_ids
 from core.predict import main as predict_main
+from helpers import run_module
 
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 CLASSES = ["blackbird", "crow", "duck", "lark", "owl"]
 
 
 def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "core.predict", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return run_module("core.predict", *args, timeout=timeout)
 
 
 def make_model_folder(folder, img_size=128, spectrogram=None, classes=CLASSES, seed=0):

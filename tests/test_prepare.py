@@ -16,13 +16,10 @@ import yaml
 import birdsong
 from core import prepare
 from core.data import read_table
-
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
+from helpers import ENV, run_module
 
 def run(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "core.prepare", *args], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=timeout)
+    return run_module("core.prepare", *args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

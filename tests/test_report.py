@@ -1,24 +1,14 @@
-"""report.html pieces: ASHA rungs, the cost figures, what the best config is compared with, and a page for
-an experiment with no results yet."""
+"""search.report: the cost figures, what the best config is compared with, a page for an experiment with no
+results yet, and the report of a finished search as Chromium renders it."""
 import pandas as pd
 import pytest
 
 import spaces
+from helpers import smoke_spec
 from search import report
-from search.plan import SearchSpec
-from search.results import Best, Outcome
+from search.tables import Best, Outcome
 
-SPEC = SearchSpec(space="smoke", max_t=3, grace_period=1, reduction_factor=2, num_samples=2,
-                  searched=["lr", "drop_rate"], points=[dict(lr=1e-2, drop_rate=0.3)], seed=0, cpus_per_trial=2,
-                  gpus_per_trial=0.0, searcher="tpe", scheduler="asha", revalidate_top=0, revalidate_folds=[],
-                  study=None, base={"epochs": 3, "batch_size": 16, "lr": 3e-4, "drop_rate": 0.3})
-
-
-def test_rungs_are_where_asha_compares_trials():
-    assert report.rungs(3, 1, 2) == [1, 2]
-    assert report.rungs(8, 1, 4) == [1, 4]
-    assert report.rungs(30, 2, 3) == [2, 6, 18]
-    assert report.rungs(3, 1, 2, scheduler="none") == []
+SPEC = smoke_spec()
 
 
 def test_cost_counts_trial_epochs_and_device_hours_against_full_length():
@@ -55,33 +45,38 @@ def test_a_search_without_results_still_gets_a_page(recwarn):
     assert b"no trial has a result yet" in out["report.html"] and not recwarn.list
 
 
-def test_grace_period_rises_to_a_fraction_of_long_searches():
-    """birdtune's first rung: the space's grace period, at least 1/27 of max_t (LCBench's 52 epochs -> 2)."""
-    from search import layout
+@pytest.mark.slow
+def test_report_renders_offline_in_a_browser_with_every_plot(finished):
+    import browser
+    from search.report import PLOTS
+    from search.spec import read as read_spec
 
-    assert layout.grace_period(1, 8) == 1 and layout.grace_period(2, 30) == 2
-    assert layout.grace_period(1, 52) == 2 and layout.grace_period(1, 100) == 4 and layout.grace_period(1, 27) == 1
-    assert layout.grace_period(5, 3) == 3  # never past max_t
-    assert layout.asha_rungs(52, 2, 4) == [2, 8, 32, 52] and layout.asha_rungs(8, 1, 4) == [1, 4, 8]
+    exp, r = finished
+    assert f"report: {exp / 'report.html'}" in r.stdout
+    html = (exp / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
+    for name in PLOTS:
+        assert (exp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_spec(str(exp)).rungs == [1, 2]  # smoke: grace 1, rf 2
+    # whether early stopping could be trusted: one line per rung in the summary, the same in the report, and
+    # what importance.rung_trust computes from the exported tables
+    import html as html_lib
 
-
-def _trials(finals, early, epochs):
-    table = pd.DataFrame(dict(trial_id=[f"t{i}" for i in range(len(finals))], best_cmap=finals, epochs=epochs,
-                              status=["completed" if e == 8 else "stopped_early" for e in epochs]))
-    curves = pd.DataFrame([dict(trial_id=f"t{i}", epoch=e, cmap=early[i] if e == 1 else finals[i])
-                           for i in range(len(finals)) for e in range(1, epochs[i] + 1)])
-    return table, curves
-
-
-def test_rung_trust_says_whether_early_ranks_held():
     from search.importance import rung_trust
 
-    finals = [0.5, 0.6, 0.7, 0.8, 0.9, 0.3]
-    held = rung_trust(*_trials(finals, [0.1, 0.2, 0.3, 0.4, 0.5, 0.05], [8, 8, 8, 8, 8, 1]), [1, 4], 8)
-    assert held[0]["rung"] == 1 and held[0]["trials"] == 5 and held[0]["tau"] == pytest.approx(1.0)
-    assert "epoch-1 ranks held (tau 1.00, 5 trials)" in held[0]["advice"]
-    flipped = rung_trust(*_trials(finals, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [8, 8, 8, 8, 8, 1]), [1, 4], 8)
-    assert flipped[0]["tau"] == pytest.approx(-1.0)
-    assert "did not hold" in flipped[0]["advice"] and "--grace-period 4" in flipped[0]["advice"]
-    few = rung_trust(*_trials(finals[:3], [0.1, 0.2, 0.3], [8, 8, 1]), [1, 4], 8)
-    assert few[0]["tau"] != few[0]["tau"] and "too few trials" in few[0]["advice"]
+    said = [ln[len("early stopping: "):] for ln in r.stdout.splitlines() if ln.startswith("early stopping: ")]
+    expected = rung_trust(pd.read_parquet(exp / "trials.parquet"), pd.read_csv(exp / "curves.csv"), [1, 2],
+                          read_spec(str(exp)).max_t)
+    assert said == [row["advice"] for row in expected] and len(said) == 2
+    assert "Could early stopping be trusted?" in html and all(html_lib.escape(s) in html for s in said)
+    table = pd.read_parquet(exp / "trials.parquet")
+    with browser.page(1200, 900) as page:
+        page.goto((exp / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        text = page.inner_text("body")
+        browser.screenshot(page, "report.png", full_page=True)
+    assert sorted(alt for alt, _, _ in images) == sorted(PLOTS)
+    assert all(complete and width > 300 for _, complete, width in images), images
+    assert f"{len(table)} trials of up to 3 epochs" in text and "Re-validation" in text
+    assert f"{int(table.epochs.sum())} trial-epochs" in text and f"{len(table) * 3} trial-epochs" in text

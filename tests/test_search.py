@@ -4,7 +4,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -13,21 +12,12 @@ import yaml
 from optuna.trial import TrialState
 
 import spaces
-from core import checkpoint
 from core.config import TrainConfig
 import helpers
-from helpers import ENV, free_port, search
+from helpers import free_port, search
 from search.layout import STATUSES
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    store = tmp_path_factory.mktemp("results")
-    r = search("--storage-path", str(store), "--name", "e2e", "--seed", "0", "--revalidate-top", "2", "--folds", "1,2")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return store / "e2e", r
 
 
 def test_smoke_search_outputs(finished):
@@ -51,14 +41,6 @@ def test_smoke_search_outputs(finished):
     assert "Token authentication" not in r.stderr  # Ray's own warning: the search says what matters
 
 
-def header_of(config, lines: int) -> dict:
-    """The first `lines` comment lines of an exported config.yaml, read as the YAML they are (a trial id of
-    digits only is written quoted, so that it stays a string)."""
-    head = Path(config).read_text().splitlines()[:lines]
-    assert all(ln.startswith("# ") for ln in head), head
-    return yaml.safe_load("\n".join(ln[2:] for ln in head))
-
-
 def trial_pids(exp) -> set[int]:
     """The worker process ids the search's trials reported from."""
     return {int(p) for f in exp.glob("train_trial_*/progress.csv") for p in pd.read_csv(f)["pid"]}
@@ -67,7 +49,7 @@ def trial_pids(exp) -> set[int]:
 def asha_replay(exp, spec_file="search.yaml") -> dict[str, int]:
     """Each trial's STOP epoch when the search's results log is fed, in its order, to a fresh ASHA."""
     from search import journal
-    from search.searcher import ResumableASHA, replay
+    from search.scheduler import ResumableASHA, replay
 
     meta = yaml.safe_load((exp / spec_file).read_text())
     logged = journal.results(journal.read(str(exp / "results_log.jsonl")))
@@ -137,67 +119,12 @@ def test_revalidation_retrains_the_top_configs_on_other_folds_and_picks_the_best
     assert "chosen by re-validation" in r.stdout
 
 
-def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
-    exp, _ = finished
-    table = pd.read_parquet(exp / "trials.parquet")
-    runs = pd.read_csv(exp / "revalidation.csv")
-    chosen = runs.groupby("trial_id")["best_cmap"].mean().idxmax()
-    best = table[table.trial_id == chosen].iloc[0]
-    cfg = TrainConfig.load(exp / "best" / "config.yaml")
-    assert cfg.lr == pytest.approx(best["lr"]) and cfg.drop_rate == pytest.approx(best["drop_rate"])
-    assert cfg.epochs == spaces.get("smoke").epochs and cfg.model_name == "test_efficientnet"
-    demo = pd.read_csv(cfg.csv).drop_duplicates("label").sort_values("label")
-    assert (exp / "best" / "classes.txt").read_text().split() == demo["label_name"].tolist()
-    assert not (exp / "best" / "spectrogram.yaml").exists()  # the demo's images were not made from audio
-    assert header_of(exp / "best" / "config.yaml", 2) == {"trial_index": best["trial_index"], "trial_id": best["trial_id"]}
-    model = checkpoint.load(exp / "best" / "model.pt")  # from the chosen config's first re-validation fold
-    first = runs[runs.trial_id == chosen].sort_values("fold").iloc[0]
-    assert model["metrics"]["cmap"] == pytest.approx(first["best_cmap"]) and model["config"]["fold"] == first["fold"]
-    r = subprocess.run([sys.executable, "-m", "core.train", "--config", str(exp / "best" / "config.yaml"),
-                        "--set", "epochs=1", "--set", f"out_dir={tmp_path}", "--quiet"],
-                       capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr
-    retrained = pd.read_csv(tmp_path / "metrics.csv")
-    assert len(retrained) == 1
-    # the same config, data and seed reproduce the trial (up to thread-count float noise)
-    trial_dir = next(p for p in exp.iterdir() if p.is_dir() and best["trial_id"] in p.name)
-    trial_epoch1 = pd.read_json(trial_dir / "result.json", lines=True).iloc[0]
-    assert retrained["cmap"].iloc[0] == pytest.approx(trial_epoch1["cmap"], abs=0.02)
-    # Ray's own reader understands the folder
-    from ray.tune import ExperimentAnalysis
-
-    assert len(ExperimentAnalysis(str(exp)).trials) == len(table)
-
-
-def test_export_top_k_writes_the_best_trials_model_folders_for_an_ensemble(finished, tmp_path):
-    exp, _ = finished
-    copy = tmp_path / "e2e"
-    shutil.copytree(exp, copy)  # the shared experiment stays as the other tests read it
-    r = subprocess.run([sys.executable, "-m", "search.export", str(copy), "--top", "3"], capture_output=True,
-                       text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = pd.read_parquet(copy / "trials.parquet")
-    ranked = table[table.status.isin(["completed", "stopped_early"])].sort_values("best_cmap", ascending=False,
-                                                                                  kind="stable")
-    for i, (_, row) in enumerate(ranked.head(3).iterrows(), 1):
-        folder = copy / f"best-{i}"
-        cfg = TrainConfig.load(folder / "config.yaml")
-        assert cfg.lr == pytest.approx(row["lr"]) and cfg.drop_rate == pytest.approx(row["drop_rate"])
-        assert header_of(folder / "config.yaml", 2) == {"trial_index": row["trial_index"], "trial_id": row["trial_id"]}
-        model = checkpoint.load(folder / "model.pt")  # that trial's best-epoch weights
-        assert model["metrics"]["cmap"] == pytest.approx(row["best_cmap"]) and model["epoch"] == row["best_epoch"]
-        assert (folder / "classes.txt").read_text() == (copy / "best" / "classes.txt").read_text()
-    assert not (copy / "best-4").exists()
-    assert f"--model {copy}/best-1 --model {copy}/best-2 --model {copy}/best-3 --audio" in r.stdout
-    bad = subprocess.run([sys.executable, "-m", "search.export", str(copy), "--top", "-1"], capture_output=True,
-                         text=True, env=ENV, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --top must be >= 1 (or 0: best/ only)"
-
-
-def test_resume_of_a_finished_experiment_changes_nothing(finished):
+def test_resume_of_a_finished_experiment_changes_nothing(finished, tmp_path):
     exp, _ = finished
     before = pd.read_parquet(exp / "trials.parquet")
     runs = pd.read_csv(exp / "revalidation.csv")
+    exp = tmp_path / "e2e"
+    shutil.copytree(finished[0], exp)  # the shared experiment stays as the other tests read it
     r = search("--storage-path", str(exp.parent), "--name", "e2e", "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(exp / "trials.parquet"), before)
@@ -210,42 +137,6 @@ def test_existing_experiment_is_not_overwritten(finished):
     exp, _ = finished
     r = search("--storage-path", str(exp.parent), "--name", "e2e")
     assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
-
-
-def test_report_renders_offline_in_a_browser_with_every_plot(finished):
-    import browser
-    from search.report import PLOTS, rungs
-
-    exp, r = finished
-    assert f"report: {exp / 'report.html'}" in r.stdout
-    html = (exp / "report.html").read_text()
-    assert "http://" not in html and "https://" not in html  # self-contained: nothing to fetch
-    for name in PLOTS:
-        assert (exp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    meta = yaml.safe_load((exp / "search.yaml").read_text())
-    assert rungs(meta["max_t"], meta["grace_period"], meta["reduction_factor"]) == [1, 2]  # smoke: grace 1, rf 2
-    # whether early stopping could be trusted: one line per rung in the summary, the same in the report, and
-    # what importance.rung_trust computes from the exported tables
-    import html as html_lib
-
-    from search.importance import rung_trust
-
-    said = [ln[len("early stopping: "):] for ln in r.stdout.splitlines() if ln.startswith("early stopping: ")]
-    expected = rung_trust(pd.read_parquet(exp / "trials.parquet"), pd.read_csv(exp / "curves.csv"), [1, 2],
-                          meta["max_t"])
-    assert said == [row["advice"] for row in expected] and len(said) == 2
-    assert "Could early stopping be trusted?" in html and all(html_lib.escape(s) in html for s in said)
-    table = pd.read_parquet(exp / "trials.parquet")
-    with browser.page(1200, 900) as page:
-        page.goto((exp / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
-        text = page.inner_text("body")
-        browser.screenshot(page, "report.png", full_page=True)
-    assert sorted(alt for alt, _, _ in images) == sorted(PLOTS)
-    assert all(complete and width > 300 for _, complete, width in images), images
-    assert f"{len(table)} trials of up to 3 epochs" in text and "Re-validation" in text
-    assert f"{int(table.epochs.sum())} trial-epochs" in text and f"{len(table) * 3} trial-epochs" in text
 
 
 def test_optuna_dashboard_opens_the_study(finished):

@@ -1,5 +1,5 @@
-"""The ASHA-aware Optuna searcher driven by scripted results (no Ray trials), the random-search domains
-and parameter importances."""
+"""The searchers (search.searcher) driven by scripted results (no Ray trials): the ASHA-aware Optuna searcher,
+the multi-fidelity TPE, the random-search domains, the study's SQLite file."""
 import math
 
 import optuna
@@ -8,8 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 import spaces
-from search import importance, revalidate
-from search.searcher import AshaAwareOptunaSearch, make_scheduler, make_searcher, startup_trials, tune_domains
+from search.searcher import AshaAwareOptunaSearch, make_searcher, startup_trials, tune_domains
 
 SMOKE = spaces.get("smoke")
 
@@ -127,90 +126,17 @@ def test_tpe_models_the_results_after_a_quarter_of_the_budget():
     assert miss(modelled[6:]) < 0.5 * miss(unmodelled[6:]), (modelled, unmodelled)
 
 
-def test_factories_refuse_unknown_names():
+def test_the_factory_refuses_unknown_names():
     with pytest.raises(ValueError, match="unknown searcher 'grid'"):
         make_searcher("grid", SMOKE, max_t=3, seed=0, study_name="x", db_path=None, concurrency=1, num_samples=4)
-    with pytest.raises(ValueError, match="unknown scheduler 'pbt'"):
-        make_scheduler("pbt", max_t=3, grace_period=1, reduction_factor=2)
-
-
-def _table(n=8):
-    rows, curves = [], []
-    for i in range(n):
-        lr, drop = 1e-3 * (1 + i), 0.05 * ((5 * i) % n)  # drop_rate uncorrelated with lr
-        score = 0.5 + 20 * lr  # driven by lr only
-        status = "completed" if i % 2 else "stopped_early"
-        rows.append(dict(trial_id=f"t{i}", trial_index=i, lr=lr, drop_rate=drop, best_cmap=score, status=status))
-        curves += [dict(trial_id=f"t{i}", trial_index=i, epoch=e, cmap=score - (3 - e) / 100)
-                   for e in range(1, (3 if i % 2 else 1) + 1)]
-    return pd.DataFrame(rows), pd.DataFrame(curves)
-
-
-def test_importance_finds_the_parameter_that_drives_the_score():
-    table, curves = _table()
-    imp = importance.importances(table, curves, "smoke", ["lr", "drop_rate"], max_t=3, rung=1)
-    assert set(imp["param"]) == {"lr", "drop_rate"} and imp["target"].nunique() == 2
-    for target, g in imp.groupby("target"):
-        assert g["importance"].sum() == pytest.approx(1.0)
-        assert g.set_index("param")["importance"]["lr"] > 0.5, target
-    assert set(imp["trials"]) == {4, 8}  # completed trials only / every trial at the first rung
-    few = importance.importances(table.head(2), curves[curves.trial_index < 2], "smoke", ["lr", "drop_rate"], 3, 1)
-    assert few.empty and list(few.columns) == importance.COLUMNS
-
-
-def test_revalidation_candidates_and_ranking():
-    table, _ = _table()
-    table.loc[7, "status"] = "errored"
-    cands = revalidate.candidates(table, 3)
-    assert cands["trial_index"].tolist() == [6, 5, 4]  # the best scores, the errored trial 7 left out
-    items = revalidate.runs(table, ["lr", "drop_rate"], 2, [1, 2])
-    assert [(i["trial_index"], i["fold"]) for i in items] == [(6, 1), (6, 2), (5, 1), (5, 2)]
-    assert items[0]["params"] == {"lr": pytest.approx(0.007), "drop_rate": pytest.approx(0.3)}
-    runs = pd.DataFrame([dict(trial_id="t6", trial_index=6, fold=1, best_cmap=0.60, status="completed"),
-                         dict(trial_id="t6", trial_index=6, fold=2, best_cmap=0.70, status="completed"),
-                         dict(trial_id="t5", trial_index=5, fold=1, best_cmap=0.66, status="completed"),
-                         dict(trial_id="t5", trial_index=5, fold=2, best_cmap=0.68, status="completed"),
-                         dict(trial_id="t4", trial_index=4, fold=1, best_cmap=0.99, status="completed"),
-                         dict(trial_id="t4", trial_index=4, fold=2, best_cmap=0.0, status="errored")])
-    rank = revalidate.ranking(runs, [1, 2])
-    assert rank["trial_index"].tolist() == [5, 6, 4]  # mean 0.67 beats 0.65; t4 lacks a fold
-    assert rank.loc[0, "mean_cmap"] == pytest.approx(0.67) and math.isnan(rank.loc[2, "mean_cmap"])
-    assert rank.loc[0, "per_fold"] == {1: 0.66, 2: 0.68}
-
-
-def test_the_state_upload_finishes_before_ray_rewrites_the_state_files(tmp_path):
-    """search.tuning.upload_before_rewrite: Ray's experiment state manager waits for its running upload
-    before save_fn rewrites the staging files (the overlap made an upload fail with a copy_files error)."""
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager as Manager
-
-    from search.tuning import upload_before_rewrite
-
-    upload_before_rewrite()
-    upload_before_rewrite()  # idempotent
-    events = []
-
-    class Syncer:
-        def wait(self):
-            events.append("upload finished")
-
-        def sync_up(self, *a, **k):
-            events.append("upload started")
-            return True
-
-    storage = type("Storage", (), {"syncer": Syncer(), "experiment_driver_staging_path": str(tmp_path),
-                                   "experiment_fs_path": str(tmp_path)})()
-    manager = Manager(storage=storage, checkpoint_period="auto")
-    manager.sync_up_experiment_state(lambda: events.append("state rewritten"), force=True)
-    assert events.index("upload finished") < events.index("state rewritten") < events.index("upload started")
 
 
 def test_the_multi_fidelity_tpe_learns_from_the_rung_scores_of_stopped_trials(tmp_path):
     """mftpe: every trial's best score up to each rung it reached is an observation of that rung; once a
     rung holds enough, proposals come from a TPE on it (here: the good region of rung 1, which only
     trials ASHA stopped there have measured), while the study keeps the real states."""
-    from search.searcher import MultiFidelityTPE, rung_epochs
+    from search.searcher import MultiFidelityTPE
 
-    assert rung_epochs(8, 1, 4) == [1, 4, 8] and rung_epochs(3, 1, 2) == [1, 2, 3]
     s = MultiFidelityTPE(rungs=[1, 2, 3], min_points=4, seed=0, space=SMOKE.define, metric="cmap", mode="max",
                          max_t=3, study_name="s", db_path=str(tmp_path / "optuna.db"),
                          sampler=optuna.samplers.RandomSampler(seed=0))
@@ -240,74 +166,6 @@ def test_suggestion_time_is_measured_by_the_replay_script():
 
     ms = replay.suggestion_time("mftpe", spaces.get("finetune").on_demo(), 32, repeats=2)
     assert 0 < ms < 60_000 and replay.SUGGEST_MS_TARGET == 50
-
-
-class _T:
-    def __init__(self, trial_id):
-        self.trial_id, self.config, self.status = trial_id, {}, "RUNNING"
-
-
-def test_budgeted_asha_without_a_budget_decides_as_rays_asha():
-    """Contract: on random result streams (rungs, reduction factors, arrival orders) birdtune's ASHA with no
-    budget stops exactly the trials Ray's ASHAScheduler stops, at the same epochs."""
-    import numpy as np
-    from ray.tune.schedulers import ASHAScheduler
-
-    from search.searcher import BudgetedASHA
-
-    for seed in range(25):
-        rng = np.random.default_rng(seed)
-        max_t, grace, rf = int(rng.integers(3, 60)), int(rng.integers(1, 4)), int(rng.integers(2, 5))
-        ray_asha = ASHAScheduler(time_attr="epoch", metric="cmap", mode="max", max_t=max_t, grace_period=grace,
-                                 reduction_factor=rf)
-        ours = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=max_t, grace_period=grace,
-                            reduction_factor=rf, num_samples=20, budget=0)
-        epochs, stopped = {f"t{i}": 0 for i in range(20)}, {}
-        for tid in epochs:
-            ray_asha.on_trial_add(None, _T(tid))
-        while len(stopped) < len(epochs):
-            tid = f"t{int(rng.integers(20))}"
-            if tid in stopped:
-                continue
-            epochs[tid] += 1
-            result = {"epoch": epochs[tid], "cmap": float(rng.uniform())}
-            decision = ray_asha.on_trial_result(None, _T(tid), result)
-            assert ours.on_trial_result(None, _T(tid), result) == decision, (seed, tid, epochs[tid])
-            if decision == "STOP":
-                stopped[tid] = epochs[tid]
-                ray_asha.on_trial_complete(None, _T(tid), result)
-        assert min(stopped.values()) < max_t  # streams where ASHA did stop trials
-
-
-def test_budgeted_asha_promotes_at_most_its_share_then_only_new_leaders():
-    """16 trials, rungs 1 and 4 (rf 4): rung 1 may promote ceil(1.5 x 16 / 4) = 6 trials. Rising scores
-    would all pass Ray's rule; past the budget only a score above every recorded one goes on."""
-    from search.searcher import BudgetedASHA
-
-    asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=4,
-                        num_samples=16, budget=1.5)
-    rising = [asha.decide(f"t{i}", 1, 0.1 + 0.01 * i) for i in range(10)]
-    assert rising == ["CONTINUE"] * 6 + ["CONTINUE"] * 4  # each a new leader: still promoted
-    assert asha.decide("t10", 1, 0.185) == "STOP"  # top quarter by Ray's rule, but the budget is spent
-    assert asha.decide("t11", 1, 0.5) == "CONTINUE"  # a new leader always goes on
-    assert asha.decide("t0", 4, 0.3) == "CONTINUE" and asha.decide("t0", 8, 0.3) == "STOP"  # max_t ends it
-    within = BudgetedASHA(time_attr="epoch", metric="cmap", mode="min", max_t=8, grace_period=1,
-                          reduction_factor=4, num_samples=16, budget=1.5)
-    assert [within.decide(f"t{i}", 1, 1.0 - 0.01 * i) for i in range(7)][-1] == "CONTINUE"  # mode min: lower wins
-    assert within.decide("t7", 1, 0.945) == "STOP"
-
-
-def test_untested_ray_or_optuna_releases_are_named_in_one_line(monkeypatch):
-    import importlib.metadata
-
-    from search import cluster, layout
-
-    assert cluster.untested_versions() is None  # the installed ones are the tested ones
-    real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda n: "5.1.0" if n == "optuna" else real(n))
-    line = cluster.untested_versions()
-    assert line and "\n" not in line and "Optuna 5.1.0" in line and "Ray 2.60 and Optuna 5.0" in line
-    assert layout.TESTED_VERSIONS == {"ray": "2.60", "optuna": "5.0"}
 
 
 def test_the_study_file_is_written_ahead_without_a_disk_wait_per_commit(tmp_path):

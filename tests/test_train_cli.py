@@ -1,17 +1,14 @@
 """`python -m core.train`: demo defaults, overrides, files written, one-line errors with exit code 2."""
-import os
-import subprocess
-import sys
 
 import pandas as pd
 
 from core.config import TrainConfig
 from core.train import resolve_config
+from helpers import run_module
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "core.train", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    return run_module("core.train", *args, cwd=cwd)
 
 
 def test_empty_csv_means_demo_data_and_a_cpu_model_but_user_values_win(tiny_root, tmp_path):

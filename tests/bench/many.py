@@ -169,9 +169,9 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.driver:
-        from search import run
+        from search import shutdown
 
-        run.end_process(driver(args))
+        shutdown.end_process(driver(args))
     root = Path(args.root or tempfile.mkdtemp(prefix="birdtune-many-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     exp = root / "results" / "many"

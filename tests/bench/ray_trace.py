@@ -60,7 +60,8 @@ def main() -> int:
     from lcbench import Surrogate
     from search import layout
     from search.budget import Budget, Meter
-    from search.searcher import make_scheduler, make_searcher
+    from search.scheduler import make_scheduler
+    from search.searcher import make_searcher
     from search.tuning import BudgetStop
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -109,6 +109,7 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     from ray.tune.search.optuna import OptunaSearch
 
     from search import searcher as searchers
+    from search.scheduler import make_scheduler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     points = [dict(p) for p in space.points]
@@ -132,8 +133,7 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     for opt in opts:  # variants for exploring, e.g. mftpe:_min_points=5
         key, value = opt.split("=")
         setattr(s, key, type(getattr(s, key))(value))
-    return s, searchers.make_scheduler(sched, max_t=space.epochs, grace_period=grace, reduction_factor=rf,
-                                       num_samples=budget, **kw)
+    return s, make_scheduler(sched, max_t=space.epochs, grace_period=grace, reduction_factor=rf, num_samples=budget, **kw)
 
 
 def simulate(method: str, bench_name: str, task: str, budget: int | None, workers: int, seed: int,
@@ -459,7 +459,7 @@ def fmt_p(p: float) -> str:
 
 def print_table(agg: list[dict]) -> None:
     print(f"{'cell':>12} {'W':>3} {'method':<22} {'regret [95% CI]':>23} {'rank':>5} {'diff vs stock [95% CI]':>26} "
-          f"{'p stock Holm':>12} {'p full Holm':>11} {'wins':>6} {'q/full':>7} {'epochs':>8} {'ms':>6}")
+          f"{'p stock Holm':>12} {'p full Holm':>11} {'wins':>6} {'q/full':>7} {'epochs':>8} {'e/full':>6} {'ms':>6}")
     for r in agg:
         cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
         diff = "-" if math.isnan(r["diff_vs_stock"]) else \
@@ -468,7 +468,8 @@ def print_table(agg: list[dict]) -> None:
         regret = f"{r['mean_norm_regret']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         print(f"{cell:>12} {r['workers']:>3} {r['method']:<22} {regret:>23} {r['mean_rank']:>5.2f} {diff:>26} "
               f"{fmt_p(r['p_vs_stock_holm']):>12} {fmt_p(r['p_vs_random_full_holm']):>11} "
-              f"{wins:>6} {r['quality_vs_random_full']:>7.4f} {r['epochs']:>8.1f} {r['suggest_ms']:>6.1f}")
+              f"{wins:>6} {r['quality_vs_random_full']:>7.4f} {r['epochs']:>8.1f} {r['epochs_fraction']:>6.2f} "
+              f"{r['suggest_ms']:>6.1f}")
 
 
 def read_peers(path: str, bench: str, tasks: list[str], cells: list[tuple]) -> list[dict]:

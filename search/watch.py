@@ -1,72 +1,15 @@
-"""What the driver keeps beside Ray's own experiment state while a search runs: the trials the search ended
-around and a watch on the storage itself (the journal of every start, result and end: search.journal)."""
+"""The watch on a search's storage: ends the search when the storage stops answering (rather than every trial
+failing or hanging on it), and uploads the driver's small files to a URI from a thread of its own."""
 from __future__ import annotations
 
 import os
 import threading
 import time
+from typing import Callable
 
 from ray import tune
 
-from search import layout, storage
-
-
-class CutTrials(tune.Callback):
-    """Records the trials still running when the search ends (--time-budget, Ctrl-C) in <exp>/cut_trials.txt:
-    Ray marks them TERMINATED like the ones ASHA stopped, and only the driver sees the difference. A cut
-    trial that a --resume starts again (Ray restarts the ones Ctrl-C stopped) leaves the file at once: what
-    it becomes from then on (stopped early by ASHA, say) is its own."""
-
-    def __init__(self, exp: str, watch: "StorageWatch"):
-        self.exp, self.watch = exp, watch
-        self.path = storage.join(exp, layout.CUT)
-        self.running: set[str] = set()
-        self.cut = self._read()
-
-    def _read(self) -> set[str] | None:
-        try:
-            return set((storage.read_text(self.path) or "").split())
-        except OSError:  # read again when needed
-            return None
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
-        self.cut = self.cut if self.cut is not None else self._read()
-        if self.cut and trial.trial_id in self.cut:
-            self.cut.discard(trial.trial_id)
-            self._write(self.cut)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("done"):  # it has ended (ASHA's stop, its last epoch); Ray stops it a moment later
-            self.running.discard(trial.trial_id)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
-
-    def on_experiment_end(self, trials, **info):
-        if self.running:
-            self.cut = self.cut if self.cut is not None else self._read()
-            if self.cut is not None:  # else the storage is gone: the trials stay unfinished
-                self._write(self.cut | self.running)
-        if storage.is_uri(self.path):
-            self.watch.flush()  # export reads it next
-
-    def _write(self, ids: set[str]) -> None:
-        """Local storage at once; a URI in the background (StorageWatch.upload), as a storage that hangs must
-        not stop the search's loop."""
-        if self.watch.down:
-            return
-        text = "".join(f"{t}\n" for t in sorted(ids))
-        if storage.is_uri(self.path):
-            self.watch.upload(self.path, text)
-            return
-        try:
-            storage.write_text(self.path, text)
-        except OSError:
-            pass
+from search import storage
 
 
 class StorageDown(RuntimeError):
@@ -75,9 +18,6 @@ class StorageDown(RuntimeError):
 
 # how often a search whose results go to a URI (s3://, gs://, ...) checks that the storage still answers
 STORAGE_CHECK_S = float(os.environ.get("BIRDTUNE_STORAGE_CHECK_S", 60))
-# what ends the search when its storage stopped answering and its loop, stuck in a call to that storage,
-# cannot (search.run sets it: the message, then the process ends as a killed driver would)
-last_resort = None
 
 
 class StorageWatch(tune.Callback):
@@ -88,8 +28,11 @@ class StorageWatch(tune.Callback):
     StorageDown aborts the Tuner, as a killed driver would, so that --resume continues every trial from its
     last checkpoint once the storage is back."""
 
-    def __init__(self, exp: str, every_s: float = STORAGE_CHECK_S):
+    def __init__(self, exp: str, every_s: float = STORAGE_CHECK_S, on_lost: Callable[[str], None] | None = None):
         self.exp, self.every_s = exp, every_s
+        # what ends the search when its loop, stuck in a call to the storage, cannot (search.run passes it:
+        # the message, then the process ends as a killed driver would)
+        self.on_lost = on_lost
         self.down = False  # the other records skip the storage once it is known to be gone
         self.problem: str | None = None  # what the periodic probe found
         self._stop = None
@@ -160,9 +103,9 @@ class StorageWatch(tune.Callback):
                 self.problem = problem  # the search's loop raises StorageDown at its next step ...
                 # ... unless it is stuck in a call to the storage itself: pyarrow holds a lock while any
                 # request hangs, and even creating a filesystem object (as Ray does for each new trial) waits
-                if not self._stop.wait(max(10.0, 2 * storage.PROBE_TIMEOUT_S)) and last_resort is not None:
+                if not self._stop.wait(max(10.0, 2 * storage.PROBE_TIMEOUT_S)) and self.on_lost is not None:
                     self.down = True
-                    last_resort(problem)
+                    self.on_lost(problem)
                 return
 
     def on_step_begin(self, iteration, trials, **info):

@@ -1,4 +1,5 @@
-"""What each trial became: its status and outcome, the trials table and the curves table of an experiment."""
+"""An experiment's tables, built from Ray's results: what each trial became (status, outcome), the trials table,
+the curves table, the re-validation table, which trials are usable; and the Outcome that holds them."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,8 @@ from typing import Any
 import pandas as pd
 
 from search import layout, storage
+from search.budget import Spent
+from search.spec import SearchSpec
 
 TRIAL_COLUMNS = ["trial_id", "trial_index", "status"]
 
@@ -129,6 +132,20 @@ def revalidation_table(found, metric: str, max_t: int) -> pd.DataFrame | None:
     return pd.DataFrame(rows).sort_values(["trial_index", "fold"]).reset_index(drop=True)
 
 
+def usable(table: pd.DataFrame) -> pd.DataFrame:
+    """The trials whose score may be exported or re-validated: completed or stopped early, with a score."""
+    return table[table["status"].isin(layout.USABLE) & table["best_cmap"].notna()] if not table.empty else table
+
+
+def format_table(table: pd.DataFrame, searched: list[str], limit: int = 40) -> str:
+    """The trials table as text, best first: the summary's and `search.export`'s."""
+    if table.empty:
+        return "(no trials)"
+    cols = ["trial_index", "status", "epochs", "best_cmap"] + searched + ["wall_s"]
+    shown = table.sort_values("best_cmap", ascending=False, na_position="last").head(limit)[cols]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
 # --- an experiment's outcome: what export computes once, writes, and the report and summary show ---
 @dataclass
 class Best:
@@ -150,7 +167,7 @@ class Best:
 @dataclass
 class Outcome:
     exp: str
-    spec: Any  # the experiment's plan.SearchSpec
+    spec: SearchSpec
     table: pd.DataFrame  # one row per trial (trials.csv)
     curves: pd.DataFrame  # every reported epoch (curves.csv)
     importance: pd.DataFrame
@@ -159,7 +176,7 @@ class Outcome:
     best: Best | None
     cut: frozenset[str] = frozenset()  # trials the search ended around (time budget, Ctrl-C)
     trust: list = field(default_factory=list)  # importance.rung_trust: did each rung's ranks hold
-    spent: Any = None  # search.budget.Spent: what the search spent, from its journal
+    spent: Spent | None = None  # what the search spent, from its journal
     budget_ended: bool = False  # its compute budget ended it
 
     @property

@@ -1,5 +1,6 @@
-"""Every bad input of `python -m search.run` is refused before Ray starts: one line, exit code 2, nothing
-written. One table; each case runs search.run.main in this process, and one goes through the real CLI."""
+"""search.plan: every bad input of `python -m search.run` is refused before Ray starts (one line, exit code 2,
+nothing written; one table, each case through search.run.main in this process, one through the real CLI);
+a good command line becomes the plan it says; the resources a trial gets by default."""
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 
 import helpers
 from search import run as search_run
-from search.plan import SearchSpec
+from search.spec import SearchSpec
 
 
 def _csv(tmp_path, rows=None, images=True, corrupt=False):
@@ -169,14 +170,36 @@ def test_the_cli_exits_2_with_one_line_and_starts_no_ray(tmp_path):
     assert "Ray" not in r.stdout and not (tmp_path / "store").exists()
 
 
-def test_a_non_loopback_dashboard_is_warned_about(capsys):
+def test_the_cli_imports_ray_only_when_it_starts_it():
+    """Joining a token-protected cluster needs RAY_AUTH_MODE set before `import ray` (search.cluster.start);
+    bad input is refused without loading torch or Ray."""
+    code = "import sys, search.run; print(sorted(m for m in ('ray', 'torch', 'timm', 'optuna') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_cpus_per_trial_defaults_to_the_cpus_of_a_gpu_slot():
+    from search.plan import default_cpus
+
+    assert default_cpus(0.25, 16, 1) == 4  # four trials share the GPU: four CPUs each
+    assert default_cpus(0.5, 16, 2) == 4 and default_cpus(1, 16, 8) == 2 and default_cpus(2, 16, 8) == 4
+    assert default_cpus(0.0, 16, 1) == 1 and default_cpus(0.25, 16, 0) == 1 and default_cpus(0.1, 4, 1) == 1
+
+
+def test_a_good_command_line_becomes_the_plan_it_says_and_writes_nothing(tmp_path, capsys):
+    import spaces
     from search import cli, plan
 
-    plan._check_dashboard_host(cli.parse_args(["--dashboard-host", "0.0.0.0"]))
-    assert "anyone who reaches it" in capsys.readouterr().err
-
-
-def test_the_cli_imports_ray_only_when_it_starts_it():
-    """Joining a token-protected cluster needs RAY_AUTH_MODE set before `import ray` (search.cluster.start)."""
-    code = "import sys, search.run; sys.exit('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+    store = tmp_path / "results"
+    p = plan.make(cli.parse_args(["--space", "smoke", "--no-dashboard", "--storage-path", str(store), "--name", "p",
+                                  "--epoch-budget", "6", "--set", "batch_size=8", "--seed", "3"]))
+    smoke = spaces.get("smoke")
+    spec = p.spec
+    assert (spec.space, spec.max_t, spec.grace_period, spec.reduction_factor) == ("smoke", smoke.epochs, 1, 2)
+    assert spec.num_samples is None and spec.epoch_budget == 6 and spec.time_budget is None  # a budget: open-ended
+    assert spec.base["batch_size"] == 8 and spec.base["seed"] == 3 and spec.base["device"] == "cpu"
+    assert spec.searched == smoke.searched() and spec.classes and spec.searcher == "mftpe"
+    assert p.options.exp == str(store / "p") and p.options.journal == str(store / "p" / "results_log.jsonl")
+    assert spec.study == str(store / "p" / "optuna.db") and spec.journal is None  # in the experiment
+    assert len(p.data.table) > 0 and "images (" in capsys.readouterr().out  # the data's start-up line
+    assert list(store.iterdir()) == []  # (the write probe's folder: the storage path itself)
