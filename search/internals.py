@@ -61,6 +61,19 @@ def bind_trial(study: optuna.Study, storage_trial_id: int) -> optuna.Trial:
     return optuna.Trial(study, storage_trial_id)
 
 
+def add_running_trial(study: optuna.Study, params: dict, distributions: dict, user_attrs: dict) -> int:
+    """Add a RUNNING trial with these params to the study and return its storage id (a live optuna.Trial
+    comes from bind_trial): study.ask() would take over an enqueued trial instead, and add_trial() returns
+    no id. Through the study's storage, which Optuna keeps private."""
+    import datetime
+
+    template = optuna.trial.FrozenTrial(
+        number=-1, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
+        datetime_complete=None, params=params, distributions=distributions, user_attrs=user_attrs,
+        system_attrs={}, intermediate_values={}, trial_id=-1)
+    return study._storage.create_new_trial(study._study_id, template_trial=template)
+
+
 def frozen(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     """The stored state of one trial without copying every trial of the study (study.get_trials() would,
     on every reported epoch): through the study's storage, which Optuna keeps private."""

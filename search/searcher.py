@@ -73,6 +73,11 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._last_epoch: dict[str, int] = {}
         self._diverged: set[str] = set()
         self._resume: dict[str, Any] = {}
+        # what the study holds of each running trial (its intermediate values, params and distributions): kept
+        # here as this driver writes it, read from the study once per trial, where it is otherwise unknown
+        # (after a restore). Reading a trial back from SQLite takes several queries: doing it every epoch was
+        # the driver's largest cost at hundreds of trials
+        self._known: dict[str, optuna.trial.FrozenTrial] = {}
 
     def use_budget(self, meter) -> None:
         """Start trials only while the budget `meter` counts allows (search.budget)."""
@@ -121,13 +126,14 @@ class AshaAwareOptunaSearch(OptunaSearch):
             return
         value = result.get(self.metric)
         if value is not None and epoch >= 1:
-            frozen = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
+            frozen = self._stored(trial_id)
             if frozen.state.is_finished():  # told before the driver stopped: nothing to add
                 internals.completed(self).add(trial_id)
                 return
             # after a restart from a checkpoint an epoch may come again: Optuna keeps the first and warns
             if epoch not in frozen.intermediate_values:
                 internals.ot_trials(self)[trial_id].report(float(value), epoch)
+                frozen.intermediate_values[epoch] = float(value)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in internals.completed(self) or trial_id not in internals.ot_trials(self):
@@ -135,20 +141,24 @@ class AshaAwareOptunaSearch(OptunaSearch):
         if result and not error:
             self.on_trial_result(trial_id, result)  # the final result may not have come through on_trial_result
         ot_trial = internals.ot_trials(self)[trial_id]
-        values = self._intermediate(trial_id)
+        frozen = self._stored(trial_id)
+        values = frozen.intermediate_values
         if error or trial_id in self._diverged:
             state, value = TrialState.FAIL, None
         elif self._last_epoch.get(trial_id, 0) >= self._max_t and values:
             state, value = TrialState.COMPLETE, max(values.values()) if self.mode == "max" else min(values.values())
         else:  # stopped by the scheduler (or the time budget) before max_t
             state, value = TrialState.PRUNED, None
-        frozen = internals.frozen(internals.ot_study(self), ot_trial)
         if frozen.state == TrialState.RUNNING:  # already told before a driver restart: do not count it twice
             internals.ot_study(self).tell(ot_trial, value, state=state)
         internals.completed(self).add(trial_id)
+        self._known.pop(trial_id, None)
 
-    def _intermediate(self, trial_id: str) -> dict[int, float]:
-        return internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id]).intermediate_values
+    def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
+        """The study's record of a running trial: read once, then kept up to date by this driver's reports."""
+        if trial_id not in self._known:
+            self._known[trial_id] = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
+        return self._known[trial_id]
 
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state, and with URI storage a copy of the study beside it: Ray uploads both in
@@ -159,8 +169,15 @@ class AshaAwareOptunaSearch(OptunaSearch):
             import sqlite3
 
             target = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
-            with sqlite3.connect(self._db_path) as src, sqlite3.connect(target) as dst:
+            src, dst = sqlite3.connect(self._db_path), sqlite3.connect(target)
+            try:
                 src.backup(dst)  # a consistent snapshot, even while a reader holds the file
+                # one self-contained file: the copy is written ahead (WAL) like its source, and what sits in
+                # its -wal file would not travel with it (the copy fetched by --resume is optuna.db alone)
+                dst.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                dst.close()
+                src.close()
 
     def restore(self, checkpoint_path: str) -> None:
         """The saved state, then brought up to the study and the journal (_catch_up). The study continued is
@@ -168,7 +185,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
         experiment's own optuna.db beside the searcher state, else the path recorded when the search started."""
         resume, meter = self._resume, self._meter  # (the saved state below replaces every attribute)
         super().restore(checkpoint_path)
-        self._resume, self._meter = resume, meter
+        self._resume, self._meter, self._known = resume, meter, {}  # (the study is what holds the truth now)
         here = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), DB_FILE)
         found = next((p for p in (resume.get("study"), here) if p and os.path.isfile(p)), None)
         if self._db_path and found:
@@ -187,6 +204,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
         study = internals.ot_study(self)
         everything = study.get_trials(deepcopy=False)
         ot = internals.ot_trials(self)
+        events = journal.read(self._journal) if self._journal else []
         if known is not None:
             by_tune = {t.user_attrs[RAY_TRIAL]: t for t in everything if RAY_TRIAL in t.user_attrs}
             for tid in [t for t in ot if t not in known]:
@@ -194,11 +212,11 @@ class AshaAwareOptunaSearch(OptunaSearch):
             for tid in known:
                 if tid not in ot and tid in by_tune:
                     ot[tid] = internals.bind_trial(study, internals.trial_id(by_tune[tid]))
+            self._add_missing(study, [t for t in known if t not in ot], events)
         stored = {internals.trial_id(t): t for t in everything}
         for tid, trial in ot.items():
             if stored.get(internals.trial_id(trial)) is not None and stored[internals.trial_id(trial)].state.is_finished():
                 internals.completed(self).add(tid)
-        events = journal.read(self._journal) if self._journal else []
         last: dict[str, dict] = {}
         for e in journal.results(events):
             if e["trial_id"] in ot:
@@ -214,6 +232,18 @@ class AshaAwareOptunaSearch(OptunaSearch):
         # the sampler's random state is the saved one: it would draw again the configs it drew since (a seeded
         # random sampler repeats them exactly), so it continues from a fresh state
         study.sampler.reseed_rng()
+
+    def _add_missing(self, study: optuna.Study, missing: list[str], events: list[dict]) -> None:
+        """Trials Ray restores that the study does not hold: with storage in a bucket the study is a copy
+        taken with Ray's last saved state, and the journal (uploaded more often) knows trials started since.
+        Each is added with the config it ran, from the journal; the replay of its results follows."""
+        started = {e["trial_id"]: e for e in events if e["event"] == journal.START and e["trial_id"] in missing}
+        for tid, event in started.items():
+            config = internals.trial_from_state(*event["trial"]).config
+            fixed = optuna.trial.FixedTrial(config)
+            internals.define_space(self, fixed)
+            ot_id = internals.add_running_trial(study, fixed.params, fixed.distributions, {RAY_TRIAL: tid})
+            internals.ot_trials(self)[tid] = internals.bind_trial(study, ot_id)
 
     def _as_result(self, event: dict) -> dict:
         """A journal's result event as the result Tune passed the searcher."""
@@ -239,6 +269,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         self._models: dict[int, tuple[optuna.Study, int]] = {}  # rung -> (in-memory study, observations in it)
         self._pending: dict[str, tuple[int, int]] = {}  # trial_id -> (rung, model trial number) of its proposal
         self._proposed = 0
+        self._maybe_waiting = True  # the study may hold an enqueued proposal not yet asked for (see _waiting)
 
     # --- observations --------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -256,7 +287,8 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         best = max(float(value), self._best_so_far.get(trial_id, float("-inf")))
         self._best_so_far[trial_id] = best
         if epoch in self._obs and trial_id not in self._obs[epoch]:
-            frozen = internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
+            frozen = self._stored(trial_id) if trial_id not in internals.completed(self) else \
+                internals.frozen(internals.ot_study(self), internals.ot_trials(self)[trial_id])
             pending = self._pending.get(trial_id)
             if pending and pending[0] == epoch and epoch in self._models:
                 study, _ = self._model(epoch)  # (may rebuild it, which drops the placeholders)
@@ -272,7 +304,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         # scored): rebuilt from the observations when next asked, seeded anew from the study's size (which
         # every proposal asked for since the last build has grown; the same seed and observations would
         # propose again what was proposed before the driver stopped)
-        self._models, self._pending = {}, {}
+        self._models, self._pending, self._maybe_waiting = {}, {}, True
         self._reseed = len(internals.ot_study(self).get_trials(deepcopy=False))
         super()._catch_up(known)
 
@@ -289,11 +321,19 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         if blocked is not None:  # (before a proposal is made and enqueued)
             return None if blocked == "wait" else blocked
         fresh = trial_id not in internals.ot_trials(self) and not getattr(self, "_orphans", None)
-        if fresh and not internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if fresh and not self._waiting():
             proposal = self._propose(trial_id)
             if proposal is not None:
                 internals.ot_study(self).enqueue_trial(proposal)  # the study's next ask() takes these values
         return super().suggest(trial_id)
+
+    def _waiting(self) -> bool:
+        """Whether the study holds a proposal enqueued and not yet asked for, which the next ask() takes: only
+        one a driver stopped in between left (this driver asks for its own at once), so the study is read
+        only until it holds none."""
+        if self._maybe_waiting:
+            self._maybe_waiting = bool(internals.ot_study(self).get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return self._maybe_waiting
 
     def _model(self, rung: int) -> tuple[optuna.Study, int]:
         """The rung's model study, brought up to date with its observations. It grows by the new ones;

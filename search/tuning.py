@@ -96,6 +96,11 @@ def run_config(plan: Plan, cluster: Cluster, name: str, storage_path: str, total
                                              first_number=spec.first_trial_number, meter=stop)]
     watch = StorageWatch(exp, on_lost=on_lost)
     records = [watch, CutTrials(exp, watch), RepairCheckpoints(), Journal(journal_path(plan, name), exp, watch, meter=stop)]
+    # each trial's result.json and progress.csv, as Ray's defaults write them, without the TensorBoard file Ray
+    # would add where tensorboardX is installed (its flushes were a twelfth of the driver's time at hundreds
+    # of trials; --log-to tensorboard asks for it)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    records += [tune.logger.CSVLoggerCallback(), tune.logger.JsonLoggerCallback()]
     return tune.RunConfig(name=name, storage_path=storage_path, stop=BudgetStop(stop) if stop is not None else None,
                           sync_config=tune.SyncConfig(sync_timeout=SYNC_TIMEOUT_S),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
 FAULTS = Path(__file__).resolve().parent / "faults.py"
-CHAOS = Path(__file__).resolve().parent / "chaos.py"
+CHAOS = Path(__file__).resolve().parent / "stops.py"
 
 
 def run_module(module: str, *args, cwd=None, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def run_script(path, *args, cwd=None, timeout: float = 600, env=None) -> subproc
 def search(*args, fault: str | None = None, fault_dir=None, chaos: str | None = None, timeout: float = 400,
            popen: bool = False, **kw):
     """`python -m search.run --space smoke --no-dashboard ARGS` (or tests/faults.py with a fault to inject, or
-    tests/chaos.py with a moment to stop the driver at, keeping its counts in fault_dir): the finished process,
+    tests/stops.py with a moment to stop the driver at, keeping its counts in fault_dir): the finished process,
     or with popen=True the running one (stdout and stderr merged)."""
     cmd = ([sys.executable, str(FAULTS), fault, str(fault_dir), "--"] if fault else
            [sys.executable, str(CHAOS), chaos, str(fault_dir), "--"] if chaos else [sys.executable, "-m", "search.run"])

@@ -91,7 +91,7 @@ def test_a_diverging_trial_is_stopped_recorded_and_never_wins(faulty):
     assert best.lr != WARM_LR
 
 
-# One search stopped three times, each followed by the same command with --resume (tests/chaos.py stops it).
+# One search stopped three times, each followed by the same command with --resume (tests/stops.py stops it).
 # Ray saves its state only at the start of each run (TUNE_GLOBAL_CHECKPOINT_S), so every stop finds it
 # behind what the driver did, as a stop between two of Ray's saves (10 s or more apart) does in a real search.
 STOPS = ["int:result@1",  # Ctrl-C right after the first result
@@ -132,7 +132,7 @@ def test_a_driver_killed_anywhere_resumes_without_losing_or_repeating_trials(int
     """The issue's moment (SIGKILL right after a trial's last result, Ray's state behind) left a trial errored
     (UpdateFinishedTrialError) and a config run twice as two trials; and a stopped trial ran on."""
     exp, runs, _ = interrupted
-    from chaos import check
+    from stops import check
 
     assert [r.returncode for r in runs[1:3]] == [-signal.SIGKILL] * 2, [r.stdout[-2000:] for r in runs]
     assert runs[-1].returncode == 0, runs[-1].stdout[-3000:] + runs[-1].stderr[-3000:]

@@ -185,3 +185,79 @@ def test_the_study_file_is_written_ahead_without_a_disk_wait_per_commit(tmp_path
     study.tell(trial, 1.0)
     again = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert [t.value for t in again.trials] == [1.0] and again.trials[0].params == {"x": 0.5}
+
+
+def test_the_study_copied_beside_the_state_for_a_bucket_is_one_file_holding_every_trial(tmp_path):
+    """With URI storage the searcher copies the study beside its state (Ray uploads both, and --resume on
+    another machine fetches optuna.db alone): the copy has to be complete in that one file. The bucket once
+    held optuna.db-wal and -shm beside it, and the optuna.db a resume fetched lacked the newest trials
+    (KeyError 'Record does not exist', Ray restoring a search of 1 trial: test_s3's killed search)."""
+    import shutil
+
+    s = AshaAwareOptunaSearch(space=SMOKE.define, metric="cmap", mode="max", max_t=3, study_name="s",
+                              db_path=str(tmp_path / "optuna.db"), copy_study=True,
+                              sampler=optuna.samplers.TPESampler(seed=0))
+    for t in ("a", "b", "c"):
+        s.suggest(t)
+        s.on_trial_result(t, {"epoch": 1, "cmap": 0.5})
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    s.save(str(staged / "searcher-state.pkl"))
+    assert sorted(p.name for p in staged.iterdir()) == ["optuna.db", "searcher-state.pkl"]
+    fetched = tmp_path / "machine2"
+    fetched.mkdir()
+    for name in ("optuna.db", "searcher-state.pkl"):  # what another machine fetches
+        shutil.copy(staged / name, fetched / name)
+    s2 = AshaAwareOptunaSearch(space=SMOKE.define, metric="cmap", mode="max", max_t=3, study_name="s",
+                               db_path=str(tmp_path / "gone.db"), copy_study=True)
+    s2.restore(str(fetched / "searcher-state.pkl"))
+    assert [t.intermediate_values for t in load(fetched / "optuna.db").trials] == [{1: 0.5}] * 3
+    s2.on_trial_complete("a", {"epoch": 3, "cmap": 0.7})
+    assert load(fetched / "optuna.db").trials[0].state == TrialState.COMPLETE
+
+
+def test_a_resumed_searcher_adds_the_trials_its_study_copy_missed_from_the_journal(tmp_path):
+    """With storage in a bucket the study a resume fetches is the copy saved with Ray's last state, while the
+    journal knows trials started (and ended) since: each is added to the study with the config it ran and
+    told its results, so the study holds every trial (test_s3's killed search once ended with 7 of 8)."""
+    import json
+    import shutil
+
+    from ray import tune
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from search import internals, journal
+
+    log = tmp_path / "results_log.jsonl"
+    s = AshaAwareOptunaSearch(space=SMOKE.define, metric="cmap", mode="max", max_t=3, study_name="s",
+                              db_path=str(tmp_path / "optuna.db"), copy_study=True, journal=str(log),
+                              sampler=optuna.samplers.TPESampler(seed=0))
+    s.suggest("a")
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    s.save(str(staged / "searcher-state.pkl"))  # Ray's last saved state: trial a only
+    late = s.suggest("b")  # started after it; the driver is then killed
+    events, storage = [], StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp")
+    for tid, config in (("a", None), ("b", late)):
+        trial = Trial("train", config=config or {}, trial_id=tid, stub=True, storage=storage,
+                      placement_group_factory=tune.PlacementGroupFactory([{"CPU": 1}]))
+        trial.create_placement_group_factory()  # as Ray's controller does when a trial is added
+        events.append({"event": journal.START, "trial_id": tid, "trial": list(internals.trial_state(trial))})
+    events += [{"event": journal.RESULT, "trial_id": "b", "epoch": e, "cmap": c} for e, c in ((1, 0.5), (2, 0.6))]
+    events.append({"event": journal.END, "trial_id": "b", "status": "TERMINATED"})
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    fetched = tmp_path / "machine2"
+    fetched.mkdir()
+    shutil.copy(staged / "optuna.db", fetched / "optuna.db")
+    assert len(load(fetched / "optuna.db").trials) == 1
+    s2 = AshaAwareOptunaSearch(space=SMOKE.define, metric="cmap", mode="max", max_t=3, study_name="s",
+                               db_path=str(tmp_path / "gone.db"), copy_study=True)
+    s2.resume_with(journal=str(log), study=str(fetched / "optuna.db"), known=["a", "b"])
+    s2.restore(str(staged / "searcher-state.pkl"))
+    trials = load(fetched / "optuna.db").trials
+    assert len(trials) == 2 and trials[1].params == late and trials[1].user_attrs["ray_trial_id"] == "b"
+    assert trials[1].state == TrialState.PRUNED and trials[1].intermediate_values == {1: 0.5, 2: 0.6}
+    assert trials[0].state == TrialState.RUNNING
+    s2.on_trial_complete("a", {"epoch": 3, "cmap": 0.7})
+    assert load(fetched / "optuna.db").trials[0].state == TrialState.COMPLETE

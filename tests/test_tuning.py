@@ -69,7 +69,9 @@ def test_the_budget_is_rays_stopper_and_the_run_config_carries_the_records(tmp_p
     lost = []
     config = tuning.run_config(plan, Cluster(None, 2, True), "e", str(tmp_path), None, stop=Meter(Budget(epochs=2), Spent()),
                                on_lost=lost.append)
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     kinds = [type(c) for c in config.callbacks]
-    assert kinds == [LiveView, StorageWatch, CutTrials, RepairCheckpoints, Journal]
+    assert kinds == [LiveView, StorageWatch, CutTrials, RepairCheckpoints, Journal, CSVLoggerCallback, JsonLoggerCallback]
     assert config.callbacks[1].on_lost == lost.append and isinstance(config.stop, tuning.BudgetStop)
     assert config.checkpoint_config.num_to_keep == tuning.KEEP_CHECKPOINTS and config.failure_config.max_failures == 3

@@ -4,7 +4,7 @@ same command and `--resume`, until it is done; then checked.
     python tests/bench/chaos.py --kills 20 --seed 0 [--space smoke] [--num-samples 64] [--s3] [--root DIR]
                                 [--json FILE] [--state-every S]
 
-The stops (tests/chaos.py says how each is reached) are the known hard moments, each once: while Ray is
+The stops (tests/stops.py says how each is reached) are the known hard moments, each once: while Ray is
 starting, right after a trial's result line, right after the result that ends a trial, while a checkpoint is
 being written, while the searcher's state or optuna.db is being saved, while Ray's experiment state is being
 uploaded, during the export and during the report; a trial's worker killed instead of the driver; and, for the
@@ -12,7 +12,7 @@ rest of the --kills, seeded random ones: a random point after a random number of
 random time. A quarter of the driver's stops are a SIGINT (Ctrl-C), the rest a SIGKILL of the driver's whole
 process group. A stop that a run does not reach (the search ended first) is not counted as a kill.
 
-At the end it checks (tests/chaos.check) that every trial is accounted for (completed or stopped early; none
+At the end it checks (tests/stops.check) that every trial is accounted for (completed or stopped early; none
 errored, unfinished or run twice as two trials), that no epoch is repeated or skipped in any trial's
 result.json, that optuna.db's states and values equal trials.csv's, that the exported best equals the best
 result of the journal (results_log.jsonl) and that ASHA's decisions replay from it; and that no run printed a
@@ -43,7 +43,7 @@ TESTS = ROOT / "tests"
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT))
 
-import chaos  # noqa: E402
+import stops  # noqa: E402
 
 # the known hard moments, each once per sequence (export and report last: they end the search)
 HARD = ["ray@1", "result@2", "done@1", "checkpoint@3", "searcher@2", "study@3", "state@2", "worker@2+result@4"]
@@ -119,7 +119,7 @@ def main() -> int:
 
         bar = tqdm(total=len(plan), desc="stops", unit="stop", leave=False)
         for i, moment in enumerate(plan + ["none"]):
-            cmd = [sys.executable, str(TESTS / "chaos.py"), moment, str(root / f"chaos-{i}"), "--", *search]
+            cmd = [sys.executable, str(TESTS / "stops.py"), moment, str(root / f"chaos-{i}"), "--", *search]
             if i:
                 cmd.append("--resume")
             t0 = time.time()
@@ -163,7 +163,7 @@ def main() -> int:
             exp.parent.mkdir(parents=True, exist_ok=True)
             pafs.copy_files(f"{path}/{name}", str(exp), source_filesystem=fs)
             journal, study = root / "results" / name / "results_log.jsonl", root / "results" / name / "optuna.db"
-        problems = chaos.check(exp, args.num_samples, journal, study)
+        problems = stops.check(exp, args.num_samples, journal, study)
         foreign = sorted({ln for out in outputs[1:] for ln in out.splitlines() if FOREIGN.search(ln)})
         problems += [f"a run printed a third-party log line: {ln[:200]}" for ln in foreign[:10]]
         crashed = [i for i, out in enumerate(outputs) if "Traceback (most recent call last)" in out]

@@ -2,7 +2,7 @@
 moments are reached by wrapping the product's own functions in this process (and, for a checkpoint being
 written, in the trial's worker, through search.trainable.TrialHooks); the product has no such hook.
 
-    python tests/chaos.py MOMENT[+MOMENT...] CHAOS_DIR -- SEARCH_ARGS
+    python tests/stops.py MOMENT[+MOMENT...] CHAOS_DIR -- SEARCH_ARGS
 
 MOMENT is [int:]POINT[@N]: by default the driver's whole process group (the driver, its local Ray cluster and
 the trials' workers) is SIGKILLed at the N-th time (default 1) the point is reached; with `int:` the driver
@@ -297,7 +297,7 @@ def check(exp: Path, num_samples: int, journal: Path | None = None, study: Path 
 
 def main() -> int:
     moment_text, folder, sep, *args = sys.argv[1:]
-    assert sep == "--", "usage: chaos.py MOMENT CHAOS_DIR -- SEARCH_ARGS"
+    assert sep == "--", "usage: stops.py MOMENT CHAOS_DIR -- SEARCH_ARGS"
     os.makedirs(folder, exist_ok=True)
     # as search.cluster does for a cluster it starts, before the wrapping below imports Ray (which reads it once)
     if "--address" not in args:
