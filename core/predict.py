@@ -20,6 +20,7 @@ import torch
 from core import audio, bundle
 from core.bundle import Bundle, BundleError
 from core.errors import UserError
+from core.process import run_cli
 from core.data import resize_smallest
 from core.model import build_model
 
@@ -350,12 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kaggle-dataset", default="birdtune-model", help="the dataset name the README's paths use")
     p.add_argument("--competition", default="birdclef-2025", help="the competition folder the README's paths use")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, p.parse_args(argv))
 
 
 if __name__ == "__main__":

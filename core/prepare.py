@@ -23,6 +23,7 @@ from core import audio
 from core.config import parse_pairs
 from core.data import DATASET_FILE
 from core.errors import UserError
+from core.process import run_cli
 
 REQUIRED = ("primary_label", "filename")
 ERRORS_FILE = "prepare_errors.csv"
@@ -344,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"spectrogram setting ({', '.join(audio.Spectrogram().to_dict())})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,3 +13,14 @@ def finish(code: int | None) -> NoReturn:
     objects caught in reference cycles are left uncollected, as the process ends anyway."""
     gc.freeze()
     sys.exit(code)
+
+
+def run_cli(run, args) -> int:
+    """run(args), with a user's bad input (core.errors.UserError) as one line on stderr and exit code 2."""
+    from core.errors import UserError
+
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

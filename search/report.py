@@ -21,6 +21,8 @@ from core.config import TrainConfig  # noqa: E402
 from search import layout, storage  # noqa: E402
 from search.tables import Outcome  # noqa: E402
 
+HIGHLIGHT = 5  # the best trials drawn on top of the others, in their own colours
+BEST = ["#212529", "#7048e8", "#ae3ec9", "#0c8599", "#5c940d"]
 COLORS = {layout.COMPLETED: "#2b8a3e", layout.STOPPED_EARLY: "#e8590c", layout.DIVERGED: "#c92a2a",
           layout.ERRORED: "#868e96", layout.UNFINISHED: "#1c7ed6"}
 PLOTS = layout.PLOTS
@@ -39,22 +41,48 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def highlighted(table: pd.DataFrame, k: int = HIGHLIGHT) -> list[str]:
+    """The trial ids of the k best trials by best cmAP (diverged and errored ones never count)."""
+    ok = table[table["status"].isin([layout.COMPLETED, layout.STOPPED_EARLY])] if "status" in table else table
+    return ok.nlargest(k, "best_cmap")["trial_id"].tolist() if "best_cmap" in ok and not ok.empty else []
+
+
+def _faint(n: int) -> float:
+    """How opaque one of n curves or points is: solid for a few dozen, faint for hundreds, still visible at 10,000."""
+    return max(0.06, min(0.85, 25 / max(n, 1)))
+
+
 def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, max_t: int, rung_epochs: list[int]) -> bytes:
+    """Every trial's curve coloured by status (faint when there are many), the best few drawn on top, named."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     status = dict(zip(table["trial_id"], table["status"]))
+    index = dict(zip(table["trial_id"], table.get("trial_index", table.index)))
+    best = highlighted(table)
+    n = curves["trial_id"].nunique()
+    alpha, lw, ms = _faint(n), (1.2 if n <= 50 else 0.7), (3 if n <= 50 else 0)
     seen: set[str] = set()
     for trial_id, g in curves.groupby("trial_id", sort=False):
+        if trial_id in best:
+            continue
         s = status.get(trial_id, layout.UNFINISHED)
-        ax.plot(g["epoch"], g[spaces.METRIC], marker="o", ms=3, lw=1.2, alpha=0.85, color=COLORS[s],
+        ax.plot(g["epoch"], g[spaces.METRIC], marker="o" if ms else None, ms=ms, lw=lw, alpha=alpha, color=COLORS[s],
                 label=s.replace("_", " ") if s not in seen else None)
         seen.add(s)
+    by_id = dict(tuple(curves.groupby("trial_id", sort=False)))
+    for rank, trial_id in enumerate(best):
+        if trial_id in by_id:
+            g = by_id[trial_id]
+            ax.plot(g["epoch"], g[spaces.METRIC], marker="o", ms=4, lw=2.2 if rank == 0 else 1.6, color=BEST[rank],
+                    label=f"trial {index.get(trial_id, '?')} ({g[spaces.METRIC].max():.4f})", zorder=3)
     for i, r in enumerate(rung_epochs):
         ax.axvline(r, color="#495057", ls="--", lw=0.8, label="ASHA rung" if i == 0 else None)
-    ax.set(xlabel="epoch", ylabel=spaces.METRIC, title=f"learning curves of {len(table)} trials",
-           xlim=(0.5, max_t + 0.5))
+    title = f"learning curves of {len(table)} trials" + (f", the best {len(best)} on top" if n > len(best) else "")
+    ax.set(xlabel="epoch", ylabel=spaces.METRIC, title=title, xlim=(0.5, max_t + 0.5))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+        legend = ax.legend(loc="lower right", fontsize=8)
+        for h in legend.legend_handles:
+            h.set_alpha(1)
     return _png(fig)
 
 
@@ -64,9 +92,15 @@ def params_plot(table: pd.DataFrame, space: spaces.Space, searched: list[str]) -
     cols = min(3, len(names)) or 1
     rows = math.ceil(len(names) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    best = highlighted(table)
     for ax, name in zip(axes.flat, names):
         for s, g in table.groupby("status"):
-            ax.scatter(g[name], g["best_cmap"], s=22, color=COLORS.get(s, "#000"), label=s.replace("_", " "))
+            ax.scatter(g[name], g["best_cmap"], s=22 if len(table) <= 50 else 8, alpha=max(0.15, _faint(len(table))),
+                       color=COLORS.get(s, "#000"), label=s.replace("_", " "), linewidths=0)
+        top = table[table["trial_id"].isin(best)] if "trial_id" in table else table.iloc[:0]
+        if len(table) > len(top) > 0:
+            ax.scatter(top[name], top["best_cmap"], s=60, marker="*", color="#f59f00", edgecolors="black",
+                       linewidths=0.6, zorder=3, label=f"best {len(top)}")
         if dists.get(name, {}).get("log"):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
@@ -75,7 +109,8 @@ def params_plot(table: pd.DataFrame, space: spaces.Space, searched: list[str]) -
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     if names and not table.empty:
-        axes.flat[0].legend(fontsize=7)
+        for h in axes.flat[0].legend(fontsize=7).legend_handles:
+            h.set_alpha(1)
     fig.suptitle("each searched parameter against the trial's best cmAP")
     fig.tight_layout()
     return _png(fig)

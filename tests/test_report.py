@@ -45,6 +45,38 @@ def test_a_search_without_results_still_gets_a_page(recwarn):
     assert b"no trial has a result yet" in out["report.html"] and not recwarn.list
 
 
+def test_at_a_thousand_trials_the_best_five_stand_out_and_the_rest_are_faint(monkeypatch):
+    """The learning-curve plot of 1,000 trials: every curve drawn, the rest thin and faint, the best five (by
+    best cmAP, never a diverged one) on top in their own colours and named in the legend."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    ids = [f"t{i}" for i in range(n)]
+    best = rng.uniform(0.3, 0.8, n)
+    best[[17, 400, 999]] = [0.97, 0.95, 0.93]
+    status = np.where(np.arange(n) % 3 == 0, "completed", "stopped_early").astype(object)
+    status[5] = "diverged"
+    best[5] = 0.99  # a diverged trial's score never stands out
+    table = pd.DataFrame(dict(trial_id=ids, trial_index=range(n), status=status, best_cmap=best,
+                              lr=rng.uniform(1e-3, 1e-1, n), drop_rate=rng.uniform(0, 0.5, n)))
+    curves = pd.DataFrame([dict(trial_id=t, epoch=e, cmap=b * e / 3) for t, b in zip(ids, best) for e in (1, 2, 3)])
+    drawn = []
+    monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or b"")
+    report.curves_plot(table, curves, 3, [1])
+    lines = [ln for ln in drawn[0].axes[0].get_lines() if len(ln.get_xdata()) == 3]
+    assert len(lines) == n
+    top = report.highlighted(table)
+    assert top[:3] == ["t17", "t400", "t999"] and "t5" not in top and len(top) == 5
+    on_top = lines[-5:]
+    assert [ln.get_label() for ln in on_top[:3]] == ["trial 17 (0.9700)", "trial 400 (0.9500)", "trial 999 (0.9300)"]
+    assert all(ln.get_alpha() is None and ln.get_linewidth() >= 1.6 for ln in on_top)
+    assert all(ln.get_alpha() <= 0.1 and ln.get_linewidth() < 1 for ln in lines[:-5])
+    assert len({ln.get_color() for ln in on_top}) == 5 and not {ln.get_color() for ln in on_top} & set(report.COLORS.values())
+    plt.close("all")
+
+
 @pytest.mark.slow
 def test_report_renders_offline_in_a_browser_with_every_plot(finished):
     import browser

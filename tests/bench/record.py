@@ -21,26 +21,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd  # noqa: E402
 
+from benchmarks import random_configs  # noqa: E402
+
 DATA = Path(__file__).resolve().parent / "data"
 _DATA = None  # decoded images, one copy per worker process
-
-
-def sample_configs(space, n: int, seed: int = 0) -> list[dict]:
-    """n configs drawn uniformly (log-uniform where the space says log) with Optuna's RandomSampler."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        space.define(trial)
-        out.append(dict(trial.params))
-        study.tell(trial, 0.0)
-    return out
 
 
 def base_config(space_name: str, size: str) -> dict:
@@ -99,7 +87,7 @@ def main() -> int:
 
     space = dataclasses.replace(spaces.get(args.space).on_demo(), demo_size=args.size)
     base = base_config(args.space, args.size)
-    configs = sample_configs(space, args.configs, args.sample_seed)
+    configs = random_configs(space, args.configs, args.sample_seed)
     parts = DATA / ".parts" / f"{args.space}-{args.size}"
     parts.mkdir(parents=True, exist_ok=True)
     todo = [(i, s) for i in range(len(configs)) for s in range(args.seeds) if not (parts / f"{i}-{s}.parquet").is_file()]
