@@ -207,3 +207,17 @@ def test_a_benchmark_missing_part_of_the_protocol_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", f"{tmp_path / 'bad.py'}:Half",
                         "--seeds", "1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == f"replay: {tmp_path / 'bad.py'}:Half lacks dev_tasks, space, curves (see tests/bench/benchmarks.py)"
+
+
+def test_worker_utilisation_accounts_for_every_worker_second(tmp_path):
+    """--utilisation: busy time plus each kind of idle time is the workers' whole time, and the figures are the
+    simulation's (the busy worker-time equals the epochs run at the toy's 1 s each)."""
+    (tmp_path / "toy.py").write_text(TOY)
+    import replay
+
+    r = replay.utilisation(f"{tmp_path / 'toy.py'}:make", "a", trials=24, workers=4)
+    assert r["trials"] == 24 and r["workers"] == 4
+    parts = r["utilisation"] + r["suggest_wait"] + r["result_wait"] + r["no_trial"]
+    assert parts == pytest.approx(1.0) and 0 < r["utilisation"] <= 1 and r["no_trial"] >= 0
+    assert r["utilisation"] == pytest.approx(r["epochs"] * 1.0 / (4 * r["wall_s"]))  # every epoch takes 1 s
+    assert r["utilisation"] <= r["utilisation_until_last_start"] <= 1

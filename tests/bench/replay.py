@@ -5,6 +5,7 @@ benchmark task, method, cell and worker count, as Syne Tune's simulator backend 
                                  [--lcbench-dir PATH] [--seeds 100] [--first-seed 0] [--budgets 16,32]
                                  [--compute 4,8,16,32] [--workers 2,4] [--methods random_full,stock,birdtune]
                                  [--peers FILE] [--json PATH] [--plots DIR] [--processes 2] [--timing]
+    python tests/bench/replay.py --benchmark lcbench --utilisation 1024x256 [--tasks ID,...]
 
 Benchmarks (tests/bench/benchmarks.py holds the protocol any benchmark follows, and the built-ins):
 `lcbench`, YAHPO Gym's LCBench surrogate (52 epochs of val_accuracy; without --tasks its 17 development tasks);
@@ -38,6 +39,10 @@ the default scheduler and the settings a search derives), and variants
 Optuna's RandomSampler, so that under one seed every Optuna-based method starts from the same configs.
 `--peers FILE` adds the tools users pick instead (tests/bench/peers/: Optuna's pruners, Syne Tune, SMAC3,
 DEHB, NePS), recorded once per benchmark, task, cell and seed.
+
+`--utilisation 1024x256` replays only birdtune's default search of 1,024 trials on 256 workers per task and
+prints its worker utilisation (busy worker-time over workers x wall) and where the idle time went: waiting for
+the driver's suggestion, waiting for the driver to take a result, or no trial to start.
 
 Per cell: mean normalised regret with a bootstrap 95 % interval; mean rank across tasks; birdtune against
 stock and random_full paired by (task, seed) (one-sided Wilcoxon, bootstrap interval of the difference,
@@ -164,6 +169,10 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     suggest_s: list[float] = []
     hits: dict = {}
     epochs_used = 0
+    # where the workers' time goes: training, waiting for the driver to suggest a trial, waiting for it to take
+    # a result (the next epoch starts when the driver is free); the rest is idle with no trial to start
+    clock = dict(busy=0.0, suggest_wait=0.0, result_wait=0.0, end=0.0, last_start=0.0)
+    epochs_run: list[tuple[float, float]] = []  # (start, end) of every epoch
 
     def may_start() -> bool:
         if meter is None:
@@ -190,6 +199,8 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         scores, seconds = benchmarks.curves(bench, task, [config], seed, hits)
         quality = bench.quality(task, config) if hasattr(bench, "quality") else float(scores[0].max())
         driver = max(driver, now) + dt
+        clock["suggest_wait"] += driver - now
+        clock["last_start"] = driver
         trial = FakeTrial(tid, config)
         scheduler.on_trial_add(None, trial)
         trials[tid] = dict(trial=trial, scores=scores[0], seconds=seconds[0], quality=quality, epoch=0,
@@ -209,6 +220,9 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         e = st["epoch"] = st["epoch"] + 1
         value = float(st["scores"][e - 1])
         epochs_used += 1
+        clock["busy"] += float(st["seconds"][e - 1])
+        clock["end"] = now
+        epochs_run.append((now - float(st["seconds"][e - 1]), now))
         result = {"epoch": e, "training_iteration": e, METRIC: value, "trial_id": tid,
                   "time_this_iter_s": float(st["seconds"][e - 1])}
         if meter is not None:
@@ -224,6 +238,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         else:
             searcher.on_trial_result(tid, result)
             heapq.heappush(events, (max(now, driver) + st["seconds"][e], order, tid))
+            clock["result_wait"] += max(0.0, driver - now)
             order += 1
         if meter is not None and meter.stop_all():  # the budget is spent: the search ends, cutting what runs
             break
@@ -231,7 +246,10 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     out = dict(benchmark=bench.name, task=task, method=method, budget=budget if not compute else None,
                compute=compute, workers=workers, seed=seed, quality=incumbent[1],
                regret=float((best_q - incumbent[1]) / scale), epochs=epochs_used, trials=created, anytime=anytime,
-               suggest_ms=1000 * float(np.median(suggest_s)) if suggest_s else 0.0)
+               suggest_ms=1000 * float(np.median(suggest_s)) if suggest_s else 0.0,
+               clock={k: float(v) for k, v in clock.items()})
+    # busy worker-time until the last trial started: the search's steady state, before its tail
+    out["clock"]["busy_until_last_start"] = float(sum(max(0.0, min(b, clock["last_start"]) - a) for a, b in epochs_run))
     if compute:
         out["overshoot"] = max(0, epochs_used - compute * max_t)
     if trace:
@@ -453,6 +471,27 @@ def suggestion_time(kind: str, space, history: int, seed: int = 0, repeats: int 
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
+UTILISATION_TARGET = 0.95
+
+
+def utilisation(bench_name: str, task: str, trials: int, workers: int, seed: int = 0,
+                lcbench_dir: str | None = None) -> dict:
+    """Worker utilisation of birdtune's default search of `trials` trials on `workers` simulated workers: busy
+    worker-time over workers x wall, and where the idle time went (fractions of workers x wall): waiting for
+    the driver's suggestion, waiting for the driver to take a result, and no trial to start (the last trials
+    finishing while others have none left, or the searcher holding a trial back)."""
+    out = simulate("birdtune", bench_name, task, trials, workers, seed, lcbench_dir=lcbench_dir)
+    c = out["clock"]
+    total = workers * c["end"]
+    share = {k: c[k] / total for k in ("busy", "suggest_wait", "result_wait")}
+    steady = c["busy_until_last_start"] / (workers * c["last_start"]) if c["last_start"] else 1.0
+    return dict(task=task, trials=out["trials"], epochs=out["epochs"], workers=workers, wall_s=c["end"],
+                utilisation=share["busy"],
+                suggest_wait=share["suggest_wait"], result_wait=share["result_wait"],
+                no_trial=1 - sum(share.values()), suggest_ms=out["suggest_ms"], last_start_s=c["last_start"],
+                utilisation_until_last_start=steady)
+
+
 def fmt_p(p: float) -> str:
     return "-" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.2g}"
 
@@ -470,6 +509,28 @@ def print_table(agg: list[dict]) -> None:
               f"{fmt_p(r['p_vs_stock_holm']):>12} {fmt_p(r['p_vs_random_full_holm']):>11} "
               f"{wins:>6} {r['quality_vs_random_full']:>7.4f} {r['epochs']:>8.1f} {r['epochs_fraction']:>6.2f} "
               f"{r['suggest_ms']:>6.1f}")
+
+
+def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: str | None, out: str | None) -> int:
+    """--utilisation TRIALSxWORKERS: one search per task, its utilisation and idle time printed (and written)."""
+    trials, workers = (int(x) for x in spec.lower().split("x"))
+    rows = []
+    for task in tasks:
+        t0 = time.time()
+        r = utilisation(name, task, trials, workers, seed, lcdir)
+        rows.append(r)
+        print(f"task {task}: {r['trials']} trials on {workers} workers, utilisation {r['utilisation']:.1%} "
+              f"(idle: waiting for a suggestion {r['suggest_wait']:.1%}, for the driver to take a result "
+              f"{r['result_wait']:.1%}, no trial to start {r['no_trial']:.1%}); until the last trial started "
+              f"({r['last_start_s']:.0f} of {r['wall_s']:.0f} s) {r['utilisation_until_last_start']:.1%}; "
+              f"{r['suggest_ms']:.1f} ms per suggestion (median); replayed in {time.time() - t0:.0f} s", flush=True)
+    mean = float(np.mean([r["utilisation"] for r in rows]))
+    steady = float(np.mean([r["utilisation_until_last_start"] for r in rows]))
+    print(f"mean utilisation {mean:.1%} over {len(rows)} task(s) (target >= {UTILISATION_TARGET:.0%}: "
+          f"{'met' if mean >= UTILISATION_TARGET else 'MISSED'}); until the last trial started {steady:.1%}")
+    if out:
+        Path(out).write_text(json.dumps(dict(benchmark=name, trials=trials, workers=workers, runs=rows), indent=1))
+    return 0
 
 
 def read_peers(path: str, bench: str, tasks: list[str], cells: list[tuple]) -> list[dict]:
@@ -506,6 +567,9 @@ def main() -> int:
     p.add_argument("--plots", help="folder for the anytime plots (PNG)")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--timing", action="store_true", help="also time the default searcher at 64/256/1024 trials")
+    p.add_argument("--utilisation", metavar="TRIALSxWORKERS",
+                   help="only this: worker utilisation of birdtune's search of that many trials, e.g. 1024x256, "
+                        "on each task")
     args = p.parse_args()
     if args.benchmark and args.size and args.benchmark != f"birdtune-{args.size}":
         p.error("--size is an alias of --benchmark birdtune-SIZE: give one of them")
@@ -521,6 +585,8 @@ def main() -> int:
     except Exception as e:  # a missing surrogate, a bad task id or benchmark file: one line
         print(f"replay: {e}", file=sys.stderr)
         return 2
+    if args.utilisation:
+        return print_utilisation(name, tasks, args.utilisation, args.first_seed, lcdir, args.json)
     from search.layout import grace_period
 
     rhos = []
