@@ -59,13 +59,13 @@ def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, max_t: int, rung_epoc
     index = dict(zip(table["trial_id"], table.get("trial_index", table.index)))
     best = highlighted(table)
     n = curves["trial_id"].nunique()
-    alpha, lw, ms = _faint(n), (1.2 if n <= 50 else 0.7), (3 if n <= 50 else 0)
+    alpha, lw, ms = _faint(n), (1.2 if n <= 50 else 0.7), (3 if n <= 50 else 1.5)  # (a one-epoch trial is a dot)
     seen: set[str] = set()
     for trial_id, g in curves.groupby("trial_id", sort=False):
         if trial_id in best:
             continue
         s = status.get(trial_id, layout.UNFINISHED)
-        ax.plot(g["epoch"], g[spaces.METRIC], marker="o" if ms else None, ms=ms, lw=lw, alpha=alpha, color=COLORS[s],
+        ax.plot(g["epoch"], g[spaces.METRIC], marker="o", ms=ms, lw=lw, alpha=alpha, color=COLORS[s],
                 label=s.replace("_", " ") if s not in seen else None)
         seen.add(s)
     by_id = dict(tuple(curves.groupby("trial_id", sort=False)))
@@ -78,6 +78,7 @@ def curves_plot(table: pd.DataFrame, curves: pd.DataFrame, max_t: int, rung_epoc
         ax.axvline(r, color="#495057", ls="--", lw=0.8, label="ASHA rung" if i == 0 else None)
     title = f"learning curves of {len(table)} trials" + (f", the best {len(best)} on top" if n > len(best) else "")
     ax.set(xlabel="epoch", ylabel=spaces.METRIC, title=title, xlim=(0.5, max_t + 0.5))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         legend = ax.legend(loc="lower right", fontsize=8)

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the order of search/ (README, Layout): each module may import only the ones before it
+# the order of search/ (docs/architecture.md): each module may import only the ones before it
 SEARCH = ["layout", "budget", "storage", "internals", "journal", "spec", "tables", "cli", "tracking", "dataset", "cluster",
           "plan", "searcher", "scheduler", "trainable", "progress", "watch", "cut_trials", "recovery", "revalidate", "tuning",
           "importance", "report", "export", "summary", "shutdown", "run"]
@@ -62,3 +62,23 @@ def test_every_product_module_says_its_job_and_no_function_runs_past_60_lines():
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     lines = node.end_lineno - node.lineno + 1
                     assert lines <= 60, f"{folder}/{path.name}: {node.name} is {lines} lines"
+
+
+def test_the_readme_is_a_front_door_and_every_picture_says_how_it_was_made():
+    """README.md at most 250 lines; each docs/ page starts by saying what it answers; every picture in them is
+    followed by the command that makes it, and every page it links to exists."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages[1:]:
+        assert "This page answers" in "\n".join(page.read_text().splitlines()[:5]), page.name
+    for page in pages:
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            for target in re.findall(r"\]\(([^)#]+\.(?:md|png))(?:#[^)]*)?\)", line):
+                assert (page.parent / target).is_file(), f"{page.name}:{i + 1} links to {target}"
+            if line.startswith("!["):
+                after = "\n".join(lines[i + 1:i + 6])
+                assert re.search(r"`(python|pytest)[^`]*`", after), f"{page.name}:{i + 1}: no command after the picture"
