@@ -212,7 +212,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
             for tid in known:
                 if tid not in ot and tid in by_tune:
                     ot[tid] = internals.bind_trial(study, internals.trial_id(by_tune[tid]))
-            self._add_missing(study, [t for t in known if t not in ot], events)
+            self._add_missing(study, {t for t in known if t not in ot}, events)
         stored = {internals.trial_id(t): t for t in everything}
         for tid, trial in ot.items():
             if stored.get(internals.trial_id(trial)) is not None and stored[internals.trial_id(trial)].state.is_finished():
@@ -233,7 +233,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
         # random sampler repeats them exactly), so it continues from a fresh state
         study.sampler.reseed_rng()
 
-    def _add_missing(self, study: optuna.Study, missing: list[str], events: list[dict]) -> None:
+    def _add_missing(self, study: optuna.Study, missing: set[str], events: list[dict]) -> None:
         """Trials Ray restores that the study does not hold: with storage in a bucket the study is a copy
         taken with Ray's last saved state, and the journal (uploaded more often) knows trials started since.
         Each is added with the config it ran, from the journal; the replay of its results follows."""
