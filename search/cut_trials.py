@@ -5,6 +5,7 @@ from __future__ import annotations
 from ray import tune
 
 from search import layout, storage
+from search.tables import never_ran
 from search.watch import StorageWatch
 
 
@@ -44,10 +45,11 @@ class CutTrials(tune.Callback):
         self.running.discard(trial.trial_id)
 
     def on_experiment_end(self, trials, **info):
-        if self.running:
+        ended_around = self.running | never_ran(trials)
+        if ended_around - (self.cut or set()):
             self.cut = self.cut if self.cut is not None else self._read()
             if self.cut is not None:  # else the storage is gone: the trials stay unfinished
-                self._write(self.cut | self.running)
+                self._write(self.cut | ended_around)
         if storage.is_uri(self.path):
             self.watch.flush()  # export reads it next
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -17,6 +18,10 @@ from search.tables import py
 
 COLUMNS = ["target", "param", "importance", "trials", "evaluator"]
 MIN_TRIALS = 3  # fANOVA on fewer points says nothing
+# fANOVA's time grows faster than its points (a forest grown on them, marginalised over every split: 23 s at
+# 250 of a 10,000-trial LCBench search's trials, 62 s at 500, 187 s at 1,000, here): past this many of a
+# target's trials, a seeded random draw of this many stands for them
+MAX_POINTS = 500
 
 
 def distributions(space: spaces.Space) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -44,9 +49,10 @@ def _study(points: list[tuple[dict[str, Any], float]], dists) -> optuna.Study:
 
 
 def importances(table: pd.DataFrame, curves: pd.DataFrame, space_name: str, searched: list[str], max_t: int,
-                rung: int, seed: int = 0) -> pd.DataFrame:
+                rung: int, seed: int = 0, max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Rows of COLUMNS, one per (target, searched parameter); empty when no target has MIN_TRIALS trials.
-    `rung` is the epoch of ASHA's first comparison (the grace period)."""
+    `rung` is the epoch of ASHA's first comparison (the grace period). `trials` counts a target's trials;
+    past `max_points` of them, fANOVA sees a seeded random draw of that many (the evaluator says so)."""
     space = spaces.get(space_name)
     dists = {k: v for k, v in distributions(space).items() if k in searched}
     if table.empty or not dists:
@@ -59,16 +65,20 @@ def importances(table: pd.DataFrame, curves: pd.DataFrame, space_name: str, sear
         f"{metric} at epoch {rung} (every trial that got there)":
             [(r, at_rung[r["trial_id"]]) for _, r in table.iterrows()
              if r["status"] not in (layout.ERRORED, layout.DIVERGED) and r["trial_id"] in at_rung.index]
-        if len(at_rung) else [],
+        if len(at_rung) and rung < max_t else [],  # (at max_t: the first target's trials again)
     }
     rows = []
     for target, pairs in targets.items():
         points = [({k: _value(r[k], d) for k, d in dists.items()}, float(v)) for r, v in pairs if v == v]
         if len(points) < MIN_TRIALS or len({v for _, v in points}) < 2:
             continue
+        used, how = points, "fANOVA"
+        if len(points) > max_points:
+            draw = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
+            used, how = [points[i] for i in sorted(draw)], f"fANOVA on {max_points} drawn at random"
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        got = optuna.importance.get_param_importances(_study(points, dists), evaluator=evaluator, normalize=True)
-        rows += [dict(target=target, param=k, importance=float(v), trials=len(points), evaluator="fANOVA")
+        got = optuna.importance.get_param_importances(_study(used, dists), evaluator=evaluator, normalize=True)
+        rows += [dict(target=target, param=k, importance=float(v), trials=len(points), evaluator=how)
                  for k, v in got.items()]
     return pd.DataFrame(rows, columns=COLUMNS)
 

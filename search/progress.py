@@ -14,7 +14,7 @@ from ray import tune
 
 import spaces
 from search import layout
-from search.tables import trial_number, trial_status
+from search.tables import never_ran, trial_number, trial_status
 
 
 def duration(seconds: float) -> str:
@@ -49,6 +49,7 @@ class LiveView(tune.Callback):
         self.finished = 0
         self._drawn = 0  # lines of the block on screen
         self._seen_restored = False
+        self.restored_empty: set[str] = set()  # restored ended trials that reported nothing (cut earlier)
         self._last_draw = 0.0
 
     # --- Tune callbacks ------------------------------------------------------------------------
@@ -90,6 +91,8 @@ class LiveView(tune.Callback):
             self._seen_restored = True
             for trial in trials:
                 if trial.status in ("TERMINATED", "ERROR"):
+                    if not trial.last_result:
+                        self.restored_empty.add(trial.trial_id)
                     last = trial.last_result or {}
                     epoch = int(last.get(spaces.TIME_ATTR, 0))
                     self.counts[layout.ERRORED if trial.status == "ERROR" else
@@ -100,7 +103,10 @@ class LiveView(tune.Callback):
         self._redraw()
 
     def on_experiment_end(self, trials, **info):
-        for trial in list(self.running.values()):  # cut by --time-budget or an interruption
+        # cut by --time-budget or an interruption: running, or waiting for their worker
+        waiting = never_ran(trials) - set(self.running) - self.restored_empty
+        waiting = [t for t in trials if t.trial_id in waiting]
+        for trial in list(self.running.values()) + waiting:
             self._finish(trial, layout.UNFINISHED, f"unfinished at epoch {self.epoch.get(trial.trial_id, 0)}")
         self._redraw(force=True)
         if self.tty:

@@ -117,6 +117,12 @@ def params_plot(table: pd.DataFrame, space: spaces.Space, searched: list[str]) -
     return _png(fig)
 
 
+def _trials_seen(g: pd.DataFrame) -> str:
+    """'N trials', or 'N trials; fANOVA on M drawn at random' where importance.MAX_POINTS cut them."""
+    n, how = int(g["trials"].iloc[0]), str(g["evaluator"].iloc[0]) if "evaluator" in g else "fANOVA"
+    return f"{n} trials" + ("" if how == "fANOVA" else f"; {how}")
+
+
 def importance_plot(imp: pd.DataFrame) -> bytes:
     targets = list(dict.fromkeys(imp["target"])) if not imp.empty else []
     fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(5 * max(1, len(targets)), 3.2), squeeze=False)
@@ -126,7 +132,7 @@ def importance_plot(imp: pd.DataFrame) -> bytes:
     for ax, target in zip(axes[0], targets):
         g = imp[imp["target"] == target].sort_values("importance")
         ax.barh(g["param"], g["importance"], color="#1c7ed6")
-        ax.set(xlabel="fANOVA importance", title=f"{target}\n({int(g['trials'].iloc[0])} trials)", xlim=(0, 1))
+        ax.set(xlabel="fANOVA importance", title=f"{target}\n({_trials_seen(g)})", xlim=(0, 1))
         ax.title.set_fontsize(8)
     fig.tight_layout()
     return _png(fig)

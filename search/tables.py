@@ -32,6 +32,13 @@ def trial_status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> st
     return layout.UNFINISHED
 
 
+def never_ran(trials) -> set[str]:
+    """The trials that reported nothing and did not error: created, then ended by the search before their
+    worker started (a --time-budget spent while one waits for its worker, Ctrl-C), which no on_trial_start
+    announced."""
+    return {t.trial_id for t in trials if t.status != "ERROR" and not t.last_result}
+
+
 def trial_outcome(trial, df: pd.DataFrame, metric: str, max_t: int) -> dict[str, Any]:
     """best_cmap, epochs and status of one trial from its result rows (search and re-validation alike)."""
     has = not df.empty and metric in df

@@ -6,8 +6,8 @@ from search.cut_trials import CutTrials
 from search.watch import StorageWatch
 
 
-def trial(trial_id):
-    return SimpleNamespace(trial_id=trial_id)
+def trial(trial_id, status="RUNNING", last_result=None):
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result=last_result or {})
 
 
 def test_the_trials_a_search_ends_around_are_recorded_and_leave_the_record_when_resumed(tmp_path):
@@ -28,6 +28,20 @@ def test_the_trials_a_search_ends_around_are_recorded_and_leave_the_record_when_
     resumed.on_trial_complete(0, [], trial("c"))
     resumed.on_experiment_end([])  # a second stop with d running
     assert (tmp_path / "cut_trials.txt").read_text().split() == ["d"]
+
+
+def test_a_trial_the_search_ends_while_it_waits_for_its_worker_is_cut_too(tmp_path):
+    # a --time-budget spent while the first trial's worker still starts (seen on a loaded machine): Ray
+    # ends it TERMINATED with no result and no on_trial_start ever came; it is unfinished, not stopped early
+    exp = str(tmp_path)
+    cut = CutTrials(exp, StorageWatch(exp))
+    done, failed = trial("a", "TERMINATED", {"epoch": 3}), trial("b", "ERROR")
+    for t in (done, failed):
+        cut.on_trial_start(0, [], t)
+    cut.on_trial_complete(0, [], done)
+    cut.on_trial_error(0, [], failed)
+    cut.on_experiment_end([done, failed, trial("w", "TERMINATED")])
+    assert (tmp_path / "cut_trials.txt").read_text().split() == ["w"]
 
 
 def test_nothing_is_written_once_the_storage_is_known_to_be_gone(tmp_path):

@@ -51,7 +51,10 @@ def test_the_dashboard_signs_in_with_the_token_and_shows_trial_actors(tmp_path):
             box = page.get_by_placeholder("Enter your authentication token")
             box.wait_for(timeout=30_000)  # the sign-in dialog, as a user sees it first
             box.fill(token)
-            page.keyboard.press("Enter")  # the page reloads with the token's cookie set
+            # once the server has checked the token (a request of its own) the page reloads itself with the
+            # token's cookie set: waited for, else a navigation of ours may race that reload
+            with page.expect_navigation(timeout=60_000):
+                page.keyboard.press("Enter")
             page.wait_for_load_state("networkidle")
             total, deadline = 0, time.time() + 90
             # a few trials in (their lines printed), for a screenshot worth looking at; with the worker

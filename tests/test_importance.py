@@ -18,6 +18,27 @@ def test_importance_finds_the_parameter_that_drives_the_score():
     assert few.empty and list(few.columns) == importance.COLUMNS
 
 
+def test_past_max_points_a_seeded_draw_stands_for_a_targets_trials_and_says_so():
+    table, curves = scored_trials()
+    full = importance.importances(table, curves, "smoke", ["lr", "drop_rate"], max_t=3, rung=1)
+    cut = importance.importances(table, curves, "smoke", ["lr", "drop_rate"], max_t=3, rung=1, max_points=5)
+    by = {t: g.set_index("param") for t, g in cut.groupby("target")}
+    rung_target = next(t for t in by if "every trial" in t)
+    # 8 trials at the first rung, 5 of them seen: counted as 8, the evaluator names the draw; 4 completed: all
+    assert by[rung_target]["trials"].eq(8).all() and by[rung_target]["evaluator"].eq("fANOVA on 5 drawn at random").all()
+    assert set(cut[cut.target != rung_target]["evaluator"]) == {"fANOVA"}
+    assert by[rung_target]["importance"]["lr"] > 0.5  # lr still drives the score in the draw
+    again = importance.importances(table, curves, "smoke", ["lr", "drop_rate"], max_t=3, rung=1, max_points=5)
+    pd.testing.assert_frame_equal(cut, again)  # the same draw every time
+    assert not cut.equals(full)
+
+
+def test_with_the_first_rung_at_the_last_epoch_one_target_is_computed():
+    table, curves = scored_trials()
+    imp = importance.importances(table, curves, "smoke", ["lr", "drop_rate"], max_t=1, rung=1)
+    assert imp["target"].nunique() <= 1  # (every trial at epoch 1 is every trial that ran all 1 epochs)
+
+
 def _trials(finals, early, epochs):
     table = pd.DataFrame(dict(trial_id=[f"t{i}" for i in range(len(finals))], best_cmap=finals, epochs=epochs,
                               status=["completed" if e == 8 else "stopped_early" for e in epochs]))

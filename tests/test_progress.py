@@ -17,7 +17,7 @@ def trial(tid, number, lr, last=None):
     """A stand-in for Ray's Trial: its id, its experiment tag (creation counter first, 1-based under a
     Searcher), its config and last result."""
     return SimpleNamespace(trial_id=tid, experiment_tag=f"{number}_lr={lr}", config={"lr": lr, "drop_rate": 0.25},
-                           last_result=last or {})
+                           last_result=last or {}, status="RUNNING")
 
 
 def drive(view, clock):
@@ -53,6 +53,22 @@ def test_off_a_terminal_one_plain_line_per_finished_trial():
     assert "trial   2 diverged at epoch 1" in lines[1] and "its best cmap nan" in lines[1]  # never "best"
     assert lines[2].startswith("[   20s]   3/4 trial   0 completed 3 epochs") and lines[2].endswith(
         "best so far 0.8000 (trial 0)")
+
+
+def test_a_trial_ended_while_it_waits_for_its_worker_gets_its_line_once():
+    clock, out = Clock(), io.StringIO()
+    view = LiveView(3, 4, ["lr", "drop_rate"], "http://127.0.0.1:8265", out=out, tty=False, clock=clock)
+    earlier = trial("e", 1, 0.01)  # cut the same way in a run before this resume: counted, no new line
+    earlier.status = "TERMINATED"
+    view.on_step_begin(0, [earlier])
+    a, w = trial("a", 2, 0.002), trial("w", 3, 0.1)
+    view.on_trial_start(0, [], a)
+    view.on_trial_result(0, [], a, {"epoch": 1, "cmap": 0.5})
+    a.last_result, w.status = {"epoch": 1, "cmap": 0.5}, "TERMINATED"
+    view.on_experiment_end([earlier, a, w])  # the budget ends with a running and w still waiting
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "trial   1 unfinished at epoch 1" in lines[0], lines
+    assert "trial   2 unfinished at epoch 0" in lines[1] and lines[1].startswith("[    0s]   3/4"), lines
 
 
 def test_on_a_terminal_the_block_is_redrawn_in_place():
