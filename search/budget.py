@@ -98,11 +98,12 @@ class Meter:
         self.epochs = spent.epochs
         self.full = False  # no new trial fits in what is left and none runs (set by the searcher)
         self._t0: float | None = None
+        self._stopped_at: float | None = None  # when stop_all first said the budget was spent
         self._seconds: list[float] = []  # each result's epoch time, for the time a new trial's first rung takes
 
     def __getstate__(self):  # pickled with the Tuner: the clock starts again in the run that unpickles it
         return {"budget": self.budget, "before": self.before, "epochs": self.epochs, "full": False, "_t0": None,
-                "_seconds": []}
+                "_stopped_at": None, "_seconds": []}
 
     def exhausted(self) -> bool:
         """Whether the budget ended the search: spent, or too little left for another trial."""
@@ -117,8 +118,10 @@ class Meter:
         return self.before.seconds + self.this_run()
 
     def this_run(self) -> float:
-        """Seconds since this run's search loop started."""
-        return time.monotonic() - self._t0 if self._t0 is not None else 0.0
+        """Seconds since this run's search loop started, up to the moment the budget ended it (Ray's stopping
+        of the trials after that, which waits for a worker still starting, is not search time)."""
+        end = self._stopped_at if self._stopped_at is not None else time.monotonic()
+        return end - self._t0 if self._t0 is not None else 0.0
 
     def spent(self) -> Spent:
         return Spent(self.epochs, self.seconds())
@@ -132,8 +135,13 @@ class Meter:
 
     def stop_all(self) -> bool:
         self.start()
+        if self._stopped_at is not None:
+            return True
         b = self.budget
-        return (b.epochs is not None and self.epochs >= b.epochs) or (b.seconds is not None and self.seconds() >= b.seconds)
+        spent = (b.epochs is not None and self.epochs >= b.epochs) or (b.seconds is not None and self.seconds() >= b.seconds)
+        if spent:
+            self._stopped_at = time.monotonic()
+        return spent
 
     def allows(self, owed: int, first_rung: int, concurrency: int = 1) -> bool:
         """Whether a new trial may start: the epochs running trials are still owed up to their next rung

@@ -91,7 +91,7 @@ class LiveView(tune.Callback):
             self._seen_restored = True
             for trial in trials:
                 if trial.status in ("TERMINATED", "ERROR"):
-                    if not trial.last_result:
+                    if spaces.TIME_ATTR not in (trial.last_result or {}):
                         self.restored_empty.add(trial.trial_id)
                     last = trial.last_result or {}
                     epoch = int(last.get(spaces.TIME_ATTR, 0))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+import spaces
 from search import layout, storage
 from search.budget import Spent
 from search.spec import SearchSpec
@@ -33,10 +34,10 @@ def trial_status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> st
 
 
 def never_ran(trials) -> set[str]:
-    """The trials that reported nothing and did not error: created, then ended by the search before their
+    """The trials that reported no epoch and did not error: created, then ended by the search before their
     worker started (a --time-budget spent while one waits for its worker, Ctrl-C), which no on_trial_start
-    announced."""
-    return {t.trial_id for t in trials if t.status != "ERROR" and not t.last_result}
+    announced. (Ray's last_result of such a trial holds its trial_id alone.)"""
+    return {t.trial_id for t in trials if t.status != "ERROR" and spaces.TIME_ATTR not in (t.last_result or {})}
 
 
 def trial_outcome(trial, df: pd.DataFrame, metric: str, max_t: int) -> dict[str, Any]:

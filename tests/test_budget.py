@@ -1,5 +1,7 @@
 """search.budget on its own: durations, what a search's journal says it spent, when a new trial may start and
 when the search ends (test_search.py runs an --epoch-budget and a --time-budget search for real)."""
+import pickle
+
 import pytest
 
 from search.budget import Budget, Meter, Spent, duration, owed, parse_duration
@@ -59,3 +61,7 @@ def test_a_time_budget_ends_the_search_and_holds_back_a_trial_whose_first_rung_w
     assert m.allows(owed=0, first_rung=2) and not m.allows(owed=0, first_rung=3)  # 80 + 2 x 10 <= 100 < 80 + 30
     now[0] += 20
     assert m.stop_all() and m.seconds() == pytest.approx(100) and m.this_run() == pytest.approx(70)
+    now[0] += 3  # Ray stopping the trials (a worker still starting) after the budget ended the search
+    assert m.stop_all() and m.seconds() == pytest.approx(100) and m.spent().seconds == pytest.approx(100)
+    restored = pickle.loads(pickle.dumps(m))  # a resumed run's clock starts again
+    assert restored.this_run() == 0.0 and restored._stopped_at is None

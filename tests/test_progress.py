@@ -64,7 +64,7 @@ def test_a_trial_ended_while_it_waits_for_its_worker_gets_its_line_once():
     a, w = trial("a", 2, 0.002), trial("w", 3, 0.1)
     view.on_trial_start(0, [], a)
     view.on_trial_result(0, [], a, {"epoch": 1, "cmap": 0.5})
-    a.last_result, w.status = {"epoch": 1, "cmap": 0.5}, "TERMINATED"
+    a.last_result, w.status, w.last_result = {"epoch": 1, "cmap": 0.5}, "TERMINATED", {"trial_id": "w"}
     view.on_experiment_end([earlier, a, w])  # the budget ends with a running and w still waiting
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "trial   1 unfinished at epoch 1" in lines[0], lines

@@ -1,5 +1,6 @@
 """End-to-end searches with `python -m search.run` on the smoke space (Ray on this machine's CPUs)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,7 +196,10 @@ def test_trials_the_time_budget_cuts_are_unfinished_in_the_live_lines_and_the_ta
     assert (tmp_path / "tb" / "cut_trials.txt").read_text().split() == [cut.trial_id.iloc[0]]
     assert f"trial {cut.trial_index.iloc[0]:>3} unfinished at epoch" in r.stdout
     # the budget is the search's: spent, it is done (a --resume would start nothing)
-    assert r.returncode == 0 and "budget: 9s of search time; spent 9s of 9s (the budget ended the search)" in r.stdout
+    # counted up to the step of Ray's loop that saw it spent (not Ray's stopping of a worker still starting,
+    # seconds more on a loaded machine): 9 s, or 10 where that step came over half a second late
+    spent = re.search(r"budget: 9s of search time; spent (\d+)s of 9s \(the budget ended the search\)", r.stdout)
+    assert r.returncode == 0 and spent and int(spent.group(1)) in (9, 10), r.stdout[-2000:]
 
 
 def test_an_epoch_budget_is_spent_once_across_a_killed_driver_and_its_resume(tmp_path):
