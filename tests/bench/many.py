@@ -17,7 +17,8 @@ have ended; then `--resume` finishes it. Printed, and written with --json:
 - the size of results_log.jsonl, optuna.db and Ray's experiment state at the end, and the time their writes
   take (the journal's lines, Ray's saves of its state, the study's share of the searcher's calls);
 - the export + report time (after the resume, at --trials + 2 x concurrency trials) and the time from `--resume`
-  to its first new trial.
+  to its first new trial (none when every trial had started before the kill) and to its first journal event.
+The search's figures are printed, and written with --json, at the kill already; the rest after the resume.
 
 Keys of --json: trials, concurrency, wall_s, ideal_s, driver_uss_mb_end, driver_uss_mb_max,
 suggest_ms_first100, suggest_ms_last100, export_report_s, resume_first_trial_s, and the rest named as printed.
@@ -142,10 +143,28 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def events(exp: Path) -> list[dict]:
-    from search import journal
+class Tail:
+    """The journal's events as the driver appends them, each line parsed once: reading the whole journal at
+    every poll (114 MB, 1.5 s, at 10,000 trials) took a good part of a core from the search it measures."""
 
-    return journal.read(str(exp / "results_log.jsonl")) if (exp / "results_log.jsonl").is_file() else []
+    def __init__(self, path: Path):
+        self.path, self.pos, self.events = path, 0, []
+
+    def read(self) -> list[dict]:
+        if self.path.is_file():
+            with self.path.open("rb") as fh:
+                fh.seek(self.pos)
+                chunk = fh.read()
+            end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
+            for line in chunk[:end].splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:  # (a line a kill tore, ended by the next run's first write)
+                    continue
+                event.setdefault("event", "result")
+                self.events.append(event)
+            self.pos += end
+        return self.events
 
 
 def launch(args, root: Path, resume: bool, log: Path) -> subprocess.Popen:
@@ -191,12 +210,13 @@ def main() -> int:
     stop = threading.Event()
     threading.Thread(target=sample, args=(proc, stop), daemon=True).start()
     bar = tqdm(total=args.trials, desc="trials ended", unit="trial")
-    ended = 0
+    tail, ended, seen = Tail(exp / "results_log.jsonl"), 0, 0
     while proc.poll() is None:
         time.sleep(2)
-        ev = events(exp)
-        ended = sum(1 for e in ev if e["event"] == "end")
-        bar.update(ended - bar.n)
+        ev = tail.read()
+        ended += sum(1 for e in ev[seen:] if e["event"] == "end")
+        seen = len(ev)
+        bar.update(min(ended, args.trials) - bar.n)
         if ended >= args.trials:
             break
     killed_at = time.time()
@@ -208,19 +228,32 @@ def main() -> int:
     if ended < args.trials:
         print(f"many: the search ended before {args.trials} trials (see {root / 'run-1.log'})", file=sys.stderr)
         return 1
-    ev = events(exp)
+    ev = list(tail.read())
     starts = [e["t"] for e in ev if e["event"] == "start"]
     epochs_run = sum(1 for e in ev if e["event"] == "result")
     wall = killed_at - starts[0]
     ideal = epochs_run * args.epoch_seconds / args.concurrency
+    search = dict(trials=args.trials, concurrency=args.concurrency, epochs=args.epochs,
+                  epoch_seconds=args.epoch_seconds, wall_s=round(wall, 1), ideal_s=round(ideal, 1),
+                  wall_over_ideal=round(wall / ideal, 3),
+                  driver_cpu_s=round(samples[-1][2], 1) if samples else None,
+                  driver_uss_mb_end=round(samples[-1][1], 1) if samples else None,
+                  driver_uss_mb_max=round(max(s[1] for s in samples), 1) if samples else None)
+    print(f"many: the search, until the kill: {search}", flush=True)
+    if args.json:  # written now too: a run cut off during the resume keeps these
+        Path(args.json).write_text(json.dumps(search, indent=1))
     before = time.time()
     proc = launch(args, root, True, root / "run-2.log")
-    first_new = None
-    known = {e["trial_id"] for e in ev if e["event"] == "start"}
+    first_new = first_event = None
+    known, seen = {e["trial_id"] for e in ev if e["event"] == "start"}, len(ev)
     while proc.poll() is None:
         time.sleep(0.2)
         if first_new is None:
-            new = [e for e in events(exp) if e["event"] == "start" and e["trial_id"] not in known]
+            ev = tail.read()
+            if first_event is None and len(ev) > seen:
+                first_event = ev[seen].get("t", time.time()) - before
+            new = [e for e in ev[seen:] if e["event"] == "start" and e["trial_id"] not in known]
+            seen = len(ev)
             if new:
                 first_new = new[0]["t"] - before
     proc.wait()
@@ -233,12 +266,7 @@ def main() -> int:
         return p.stat().st_size / 1e6 if p.is_file() else 0.0
 
     state = sorted(exp.glob("experiment_state-*.json"))
-    out = dict(trials=args.trials, concurrency=args.concurrency, epochs=args.epochs, epoch_seconds=args.epoch_seconds,
-               wall_s=round(wall, 1), ideal_s=round(ideal, 1), wall_over_ideal=round(wall / ideal, 3),
-               driver_cpu_s=round(samples[-1][2], 1) if samples else None,
-               driver_uss_mb_end=round(samples[-1][1], 1) if samples else None,
-               driver_uss_mb_max=round(max(s[1] for s in samples), 1) if samples else None,
-               suggest_ms_first100=round(1000 * float(np.median(suggest[:100])), 2),
+    out = dict(**search, suggest_ms_first100=round(1000 * float(np.median(suggest[:100])), 2),
                suggest_ms_last100=round(1000 * float(np.median(suggest[args.trials - 100:args.trials])), 2),
                journal_mb=round(mb(exp / "results_log.jsonl"), 2), journal_write_us=round(1e6 * float(np.mean(by("journal_write"))), 1),
                optuna_db_mb=round(mb(exp / "optuna.db"), 2),
@@ -249,6 +277,7 @@ def main() -> int:
                ray_state_save_s_max=round(float(np.max(by("state_save"))), 3),
                export_report_s=round(by("export_report")[-1], 1) if by("export_report") else None,
                resume_first_trial_s=round(first_new, 1) if first_new is not None else None,
+               resume_first_event_s=round(first_event, 1) if first_event is not None else None,
                resume_exit=proc.returncode)
     for k, v in out.items():
         print(f"{k:>24}: {v}")
