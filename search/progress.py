@@ -89,10 +89,9 @@ class LiveView(tune.Callback):
     def on_step_begin(self, iteration, trials, **info):
         if not self._seen_restored:  # a resumed search: what finished before counts, without lines
             self._seen_restored = True
+            self.restored_empty = never_ran(t for t in trials if t.status == "TERMINATED")
             for trial in trials:
                 if trial.status in ("TERMINATED", "ERROR"):
-                    if spaces.TIME_ATTR not in (trial.last_result or {}):
-                        self.restored_empty.add(trial.trial_id)
                     last = trial.last_result or {}
                     epoch = int(last.get(spaces.TIME_ATTR, 0))
                     self.counts[layout.ERRORED if trial.status == "ERROR" else
