@@ -44,9 +44,13 @@ def local_path(exp: str, local_dir: str | None) -> str:
 def read(path: str) -> list[dict[str, Any]]:
     """Every event of the journal at `path` (a local file or a URI); a torn last line (a write cut off by a
     kill) is left out."""
-    text = storage.read_text(path) or ""
+    return parse((storage.read_text(path) or "").splitlines())
+
+
+def parse(lines: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """The events of journal lines; a torn line (a write a kill cut off) is left out."""
     out = []
-    for line in text.splitlines():
+    for line in lines:
         if not line.strip():
             continue
         try:

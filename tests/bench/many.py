@@ -151,18 +151,14 @@ class Tail:
         self.path, self.pos, self.events = path, 0, []
 
     def read(self) -> list[dict]:
+        from search import journal
+
         if self.path.is_file():
             with self.path.open("rb") as fh:
                 fh.seek(self.pos)
                 chunk = fh.read()
             end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
-            for line in chunk[:end].splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:  # (a line a kill tore, ended by the next run's first write)
-                    continue
-                event.setdefault("event", "result")
-                self.events.append(event)
+            self.events += journal.parse(chunk[:end].splitlines())
             self.pos += end
         return self.events
 
