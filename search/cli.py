@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 # the flags whose values search.yaml records: --resume takes them from there
 SPEC_FLAGS = ("space", "csv", "num_samples", "epochs", "grace_period", "seed", "searcher", "scheduler", "revalidate_top",
-              "folds", "set", "cpus_per_trial", "gpus_per_trial", "time_budget", "epoch_budget")
+              "folds", "set", "cpus_per_trial", "gpus_per_trial", "time_budget", "epoch_budget", "tail_fill")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"(default {layout.DEFAULT_SEARCHER})")
     p.add_argument("--scheduler", choices=layout.SCHEDULERS,
                    help="asha: stop weak trials early (default); none: every trial runs all epochs")
+    p.add_argument("--tail-fill", choices=("auto", "on", "off"),
+                   help="once every trial has started, workers that would sit idle continue the best stopped trials "
+                        "from their checkpoints for as long as fits before the last trial ends (asha with "
+                        "--num-samples; auto: on from 8 trials at once, the default)")
     p.add_argument("--grace-period", type=int, metavar="EPOCHS",
                    help="epochs every trial runs before ASHA may stop it (default: the space's, at least "
                         "1/27 of --epochs; the report says whether early ranks held)")

@@ -52,7 +52,8 @@ def make(args: argparse.Namespace) -> Plan:
         epoch_budget=args.epoch_budget, time_budget=_time_budget(args.time_budget),
         searched=space.searched(), points=[dict(p) for p in space.points], seed=seed, cpus_per_trial=cpus,
         gpus_per_trial=gpus, searcher=args.searcher or layout.DEFAULT_SEARCHER,
-        scheduler=args.scheduler or layout.DEFAULT_SCHEDULER, revalidate_top=args.revalidate_top or 0,
+        scheduler=args.scheduler or layout.DEFAULT_SCHEDULER, tail_fill=args.tail_fill or "auto",
+        revalidate_top=args.revalidate_top or 0,
         revalidate_folds=_revalidation_folds(args, data, cfg.fold), study=options.study,
         journal=options.journal if storage.is_uri(storage_path) else None, base=cfg.to_dict(), classes=classes,
         spectrogram=spectrogram, created=datetime.now().isoformat(timespec="seconds"))
@@ -194,7 +195,7 @@ def _conflicts(args: argparse.Namespace, spec: SearchSpec) -> list[tuple[str, An
     command line that differs from the experiment's."""
     recorded = {"space": spec.space, "csv": spec.base.get("csv"), "num_samples": spec.num_samples,
                 "epochs": spec.max_t, "grace_period": spec.grace_period, "seed": spec.seed, "searcher": spec.searcher,
-                "scheduler": spec.scheduler,
+                "scheduler": spec.scheduler, "tail_fill": spec.tail_fill,
                 "revalidate_top": spec.revalidate_top, "folds": spec.revalidate_folds,
                 "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
                 "time_budget": spec.time_budget, "epoch_budget": spec.epoch_budget}
@@ -280,6 +281,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError("--revalidate-top must be >= 0")
     if args.folds and not args.revalidate_top and not args.resume:
         raise UsageError("--folds only applies with --revalidate-top K")
+    if args.tail_fill == "on" and not args.resume:
+        why = ("--scheduler none stops no trial" if args.scheduler == "none" else
+               "a compute budget ends the search where it is spent" if args.time_budget or args.epoch_budget else "")
+        if why:
+            raise UsageError(f"--tail-fill on continues trials ASHA stopped in a search of --num-samples trials; {why}")
 
 
 def _study_path(storage_path: str, name: str) -> str:

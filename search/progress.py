@@ -47,6 +47,8 @@ class LiveView(tune.Callback):
         self.trial_best: dict[str, float] = {}
         self.best: tuple[float, int | str, int, dict[str, Any]] | None = None  # cmap, trial index, epoch, config
         self.finished = 0
+        self.ended: dict[str, str] = {}  # trial_id -> the status it ended with (a continued trial ends again)
+        self.continued = 0  # trials the tail fill continued (search.scheduler.TailFill)
         self._drawn = 0  # lines of the block on screen
         self._seen_restored = False
         self.restored_empty: set[str] = set()  # restored ended trials that reported nothing (cut earlier)
@@ -61,6 +63,10 @@ class LiveView(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running[trial.trial_id] = trial
         self.epoch.setdefault(trial.trial_id, 0)
+        if trial.trial_id in self.ended:  # ended before: the tail fill continues it from its checkpoint
+            self.continued += 1
+            self._line(f"trial {self.index(trial):>3} continued from epoch {self.epoch[trial.trial_id]} "
+                       "on a worker the search's tail left idle")
         self._redraw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -94,8 +100,11 @@ class LiveView(tune.Callback):
                 if trial.status in ("TERMINATED", "ERROR"):
                     last = trial.last_result or {}
                     epoch = int(last.get(spaces.TIME_ATTR, 0))
-                    self.counts[layout.ERRORED if trial.status == "ERROR" else
-                                trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")] += 1
+                    status = (layout.ERRORED if trial.status == "ERROR" else
+                              trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged"))
+                    self.counts[status] += 1
+                    self.ended[trial.trial_id] = status
+                    self.epoch[trial.trial_id] = epoch
                     self.finished += 1
 
     def on_step_end(self, iteration, trials, **info):
@@ -116,12 +125,21 @@ class LiveView(tune.Callback):
     # --- drawing -------------------------------------------------------------------------------
     def _finish(self, trial, status: str, how: str) -> None:
         self.running.pop(trial.trial_id, None)
+        before = self.ended.get(trial.trial_id)
+        if before is not None:  # a continued trial: it counts once, as it ends now
+            self.counts[before] -= 1
+            how = how.replace("stopped early", "stopped again").replace("completed", "continued to")
+        else:
+            self.finished += 1
         self.counts[status] += 1
-        self.finished += 1
+        self.ended[trial.trial_id] = status
         mine = self.trial_best.get(trial.trial_id, float("nan"))
         best = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "nan"
-        line = (f"[{duration(self.clock() - self.t0):>6}] {self._done()} trial {self.index(trial):>3} "
-                f"{how:<26} its best cmap {mine:.4f} | best so far {best}")
+        self._line(f"{self._done()} trial {self.index(trial):>3} {how:<26} its best cmap {mine:.4f} | "
+                   f"best so far {best}")
+
+    def _line(self, text: str) -> None:
+        line = f"[{duration(self.clock() - self.t0):>6}] {text}"
         self._clear()
         self.out.write(line + "\n")
         self.out.flush()

@@ -3,6 +3,7 @@ budget, whose rungs come back on --resume) and FIFO (every trial to max_t)."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from search.layout import SCHEDULERS, asha_rungs
 # (32 trials: 2.5 kept 0.992-0.994 at 0.20). On finetune-default 2.5 cut the epochs from 0.39-0.50 to
 # 0.36-0.46 with a lower or equal regret; 1.5 cut more there (0.34-0.42) but lost LCBench's quality.
 ASHA_BUDGET = 2.5
+TAIL_FILL = ("auto", "on", "off")  # --tail-fill
+TAIL_FILL_AUTO = 8  # auto: on from this many trials at once
 
 
 class BudgetedASHA(FIFOScheduler):
@@ -36,7 +39,8 @@ class BudgetedASHA(FIFOScheduler):
     is that share of the trials recorded at the rung so far. Uses only Ray's public TrialScheduler interface."""
 
     def __init__(self, *, time_attr: str, metric: str, mode: str, max_t: int, grace_period: int,
-                 reduction_factor: int, num_samples: int | None = None, budget: float = ASHA_BUDGET):
+                 reduction_factor: int, num_samples: int | None = None, budget: float = ASHA_BUDGET,
+                 workers: int | None = None):
         super().__init__()
         self._time_attr, self._metric, self._mode, self._max_t = time_attr, metric, mode, max_t
         self._sign = 1.0 if mode == "max" else -1.0
@@ -49,6 +53,7 @@ class BudgetedASHA(FIFOScheduler):
                       for i, r in enumerate(self._rungs)} if num_samples and budget else {})
         # with no number of trials (a compute budget): the share of the trials recorded at the rung so far
         self._share = budget if not num_samples else 0.0
+        self.tail = TailFill(self, num_samples, workers) if num_samples and workers else None
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
@@ -81,10 +86,38 @@ class BudgetedASHA(FIFOScheduler):
             return self._promoted[rung] >= math.ceil(self._share * (len(self._recorded[rung]) + 1) / self._rf)
         return False
 
+    def on_trial_add(self, tune_controller, trial):
+        if self.tail is not None:
+            self.tail.added(trial.trial_id)
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
-        return self.decide(trial.trial_id, int(result[self._time_attr]), result[self._metric])
+        epoch, value = int(result[self._time_attr]), result[self._metric]
+        if self.tail is None:
+            return self.decide(trial.trial_id, epoch, value)
+        if result.get("status") == "diverged":  # its score is a placeholder: never worth continuing
+            self.tail.done.add(trial.trial_id)
+        if trial.trial_id in self.tail.filling:
+            go = self.tail.result(trial.trial_id, epoch, value, result.get("time_this_iter_s"), filling=True)
+            return TrialScheduler.CONTINUE if go and epoch < self._max_t else self.tail.ended(trial.trial_id)
+        decision = self.decide(trial.trial_id, epoch, value)
+        self.tail.result(trial.trial_id, epoch, value, result.get("time_this_iter_s"))
+        if decision == TrialScheduler.STOP:
+            self.tail.ended(trial.trial_id)
+        return decision
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if self.tail is not None:  # (Ray calls this once the result's checkpoint is saved)
+            self.tail.ended(trial.trial_id, failed=getattr(trial, "checkpoint", True) is None)
+
+    def on_trial_error(self, tune_controller, trial):
+        if self.tail is not None:
+            self.tail.ended(trial.trial_id, failed=True)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if self.tail is not None:
+            self.tail.ended(trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller):
         """Ray's choice (FIFO), but a trial this scheduler stopped stays stopped: Ray stops a trial only after
@@ -93,15 +126,143 @@ class BudgetedASHA(FIFOScheduler):
         was stopped on (Ray hands a restarted trial's searcher none)."""
         from ray.tune.utils import flatten_dict
 
-        for trial in list(tune_controller.get_trials()):
-            if trial.status == "PENDING" and trial.trial_id in self._stopped:
+        filling = self.tail.filling if self.tail is not None else set()
+        trials = list(tune_controller.get_trials())
+        for trial in trials:
+            if trial.status == "PENDING" and trial.trial_id in self._stopped and trial.trial_id not in filling:
                 tune_controller.search_alg.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
                 tune_controller.stop_trial(trial)
-        return super().choose_trial_to_run(tune_controller)
+        chosen = super().choose_trial_to_run(tune_controller)
+        if chosen is not None or self.tail is None:
+            return chosen
+        busy = sum(t.status in ("PENDING", "RUNNING") for t in trials)
+        tid = self.tail.choose(busy)
+        if tid is None:
+            return None
+        trial = next((t for t in trials if t.trial_id == tid), None)
+        if trial is None or trial.status != "TERMINATED" or trial.checkpoint is None:
+            self.tail.ended(tid, failed=True)  # nothing to continue it from: never a candidate again
+            return None
+        return trial
 
     def debug_string(self) -> str:
         return "BudgetedASHA: " + ", ".join(f"rung {r}: {len(v)} recorded, {self._promoted[r]} promoted"
                                            for r, v in self._recorded.items())
+
+
+class TailFill:
+    """Workers that a search of a known number of trials would leave idle at its end continue its best
+    stopped trials, from their checkpoints, for as long as fits before its last trial ends.
+
+    Once every trial has started, a search's last trials run on (ASHA promotes some to max_t) while no trial
+    is left to start: on 256 workers, 1,024 trials of LCBench left the workers idle for half the search's time
+    (tests/bench/replay.py --utilisation). In that tail, a free worker takes the stopped trial that got
+    furthest (the highest rung, then the best score there) whose next epoch, and the time a restart has been
+    taking, fit before the search's end as the running trials have committed to it: each one's next rung
+    (where ASHA may stop it) or max_t, at its own seconds per epoch. A continued trial goes on epoch by epoch
+    while the next one fits (the end moves later when ASHA promotes a trial), so the search ends no later for
+    it, and may find a better pick; ASHA's rungs never see those epochs (a --resume rebuilds them as they
+    were). `clock` is the time in seconds (a replay sets its simulated one)."""
+
+    def __init__(self, asha: BudgetedASHA, num_samples: int, workers: int, clock=time.time):
+        self.asha, self.num_samples, self.workers, self.clock = asha, num_samples, workers, clock
+        self.added_at: dict[str, float] = {}  # trial -> when it was added
+        self.running: set[str] = set()  # trials running as the search's own (not continued ones)
+        self.last: dict[str, tuple[int, float, float]] = {}  # trial -> (epoch, best score (signed), time)
+        self.seconds: dict[str, tuple[float, int]] = {}  # trial -> (seconds of its epochs, epochs)
+        self.filling: dict[str, float | None] = {}  # continued trial -> when it was chosen (None once it ran)
+        self.done: set[str] = set()  # at max_t, failed, or nothing to continue from
+        self.candidates: set[str] = set()  # stopped trials that may be continued
+        self._nothing_fits: tuple[float, float] | None = None  # (end, restart) when no candidate fitted last
+        self.restarts: list[float] = []  # how long continued trials took to start their first new epoch
+        self.continued = 0  # continuations started
+        self.epochs = 0  # epochs the continuations ran
+
+    def added(self, trial_id: str) -> None:
+        self.added_at.setdefault(trial_id, self.clock())
+        if trial_id not in self.asha._stopped:
+            self.running.add(trial_id)
+
+    @property
+    def restart_s(self) -> float:
+        """What a restart takes: the median of the last 50 continuations', one epoch until one is measured."""
+        return float(np.median(self.restarts)) if self.restarts else self.epoch_s("")
+
+    def epoch_s(self, trial_id: str) -> float:
+        total, n = self.seconds.get(trial_id, (0.0, 0))
+        if n:
+            return total / n
+        known = [t / k for t, k in self.seconds.values() if k]
+        return float(np.median(known)) if known else 0.0
+
+    def result(self, trial_id: str, epoch: int, value, seconds, filling: bool = False) -> bool:
+        """Record a result; for a continued trial, whether its next epoch still fits before the end."""
+        now = self.clock()
+        t, n = self.seconds.get(trial_id, (0.0, 0))
+        if seconds is not None:
+            self.seconds[trial_id] = (t + float(seconds), n + 1)
+        v = self.asha._sign * float(value) if value is not None and not math.isnan(float(value)) else -math.inf
+        best = max(v, self.last.get(trial_id, (0, -math.inf, 0.0))[1])
+        self.last[trial_id] = (epoch, best, now)
+        if epoch >= self.asha._max_t:
+            self.done.add(trial_id)
+            self.candidates.discard(trial_id)
+        if not filling:
+            return True
+        chosen = self.filling[trial_id]
+        if chosen is not None:  # its first new epoch: what the restart took (the median of the last 50)
+            self.restarts = (self.restarts + [max(0.0, now - chosen - float(seconds or 0.0))])[-50:]
+            self.filling[trial_id] = None
+        self.epochs += 1
+        return now + self.epoch_s(trial_id) <= self.end(now)
+
+    def ended(self, trial_id: str, failed: bool = False) -> str:
+        self.running.discard(trial_id)
+        self.filling.pop(trial_id, None)
+        if failed:
+            self.done.add(trial_id)
+        if trial_id in self.done or trial_id not in self.asha._stopped or trial_id not in self.last:
+            self.candidates.discard(trial_id)
+        elif trial_id not in self.candidates:
+            self.candidates.add(trial_id)
+            self._nothing_fits = None
+        return TrialScheduler.STOP
+
+    def end(self, now: float) -> float:
+        """When the search's own running trials will have ended at the least: each one's next rung or max_t."""
+        rungs, max_t = self.asha._rungs, self.asha._max_t
+        end = -math.inf
+        for tid in self.running:
+            epoch, _, at = self.last.get(tid, (0, 0.0, self.added_at.get(tid, now)))
+            upto = next((r for r in rungs if r > epoch), max_t)
+            end = max(end, at + (upto - epoch) * self.epoch_s(tid))
+        return end
+
+    def choose(self, busy: int) -> str | None:
+        """The stopped trial a free worker continues now, or None (trials left to start, no worker free, or
+        none fits before the end)."""
+        if len(self.added_at) < self.num_samples or busy >= self.workers or not self.running or not self.candidates:
+            return None
+        now = self.clock()
+        end = self.end(now)
+        rungs, restart = self.asha._rungs, self.restart_s
+        if self._nothing_fits is not None and end <= self._nothing_fits[0] and restart >= self._nothing_fits[1]:
+            return None  # no new candidate, an end and a restart no better, a later now: still nothing fits
+        best, pick = None, None
+        for tid in self.candidates:
+            epoch, score, _ = self.last[tid]
+            if score == -math.inf or now + restart + self.epoch_s(tid) > end:
+                continue
+            key = (sum(epoch >= r for r in rungs), score)
+            if best is None or key > best:
+                best, pick = key, tid
+        if pick is None:
+            self._nothing_fits = (end, restart)
+            return None
+        self.candidates.discard(pick)
+        self.filling[pick] = now
+        self.continued += 1
+        return pick
 
 
 def replay(scheduler: BudgetedASHA, logged: list[dict[str, Any]]) -> dict[str, int]:
@@ -133,7 +294,14 @@ class ResumableASHA(BudgetedASHA):
         if not self._replayed:
             self._replayed = True
             if self._journal:
-                replay(self, journal.results(journal.read(self._journal)))
+                logged = journal.results(journal.read(self._journal))
+                replay(self, logged)
+                for r in logged if self.tail is not None else ():  # what each trial reached, for the tail fill
+                    self.tail.result(r["trial_id"], int(r["epoch"]), r["cmap"], (r.get("row") or {}).get("time_this_iter_s"))
+                    if r.get("status") == "diverged":
+                        self.tail.done.add(r["trial_id"])
+                for tid in self._stopped if self.tail is not None else ():  # stopped before: candidates again
+                    self.tail.ended(tid)
 
     def on_trial_add(self, tune_controller, trial):
         self._rebuild()
@@ -144,14 +312,27 @@ class ResumableASHA(BudgetedASHA):
         return super().on_trial_result(tune_controller, trial, result)
 
 
+def tail_workers(tail_fill: str, workers: int | None) -> int | None:
+    """The workers TailFill keeps busy (None: it is off): --tail-fill on, or auto with at least
+    TAIL_FILL_AUTO trials at once (with fewer, a search's tail is short beside the restarts it would take)."""
+    if tail_fill not in TAIL_FILL:
+        raise ValueError(f"unknown --tail-fill '{tail_fill}'; choose {', '.join(TAIL_FILL)}")
+    if not workers or tail_fill == "off" or (tail_fill == "auto" and workers < TAIL_FILL_AUTO):
+        return None
+    return workers
+
+
 def make_scheduler(kind: str, *, max_t: int, grace_period: int, reduction_factor: int, journal: str | None = None,
-                   num_samples: int | None = None, budget: float = ASHA_BUDGET):
+                   num_samples: int | None = None, budget: float = ASHA_BUDGET, workers: int | None = None,
+                   tail_fill: str = "auto"):
     """ASHA (with its promotion budget when num_samples is given and `budget`; rebuilt from the search's
-    journal on --resume) or FIFO (every trial to max_t)."""
+    journal on --resume; its tail filled on `workers` workers as `tail_fill` says) or FIFO (every trial to
+    max_t)."""
     if kind == "asha":
         return ResumableASHA(time_attr=spaces.TIME_ATTR, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t,
                              grace_period=grace_period, reduction_factor=reduction_factor, journal=journal,
-                             num_samples=num_samples, budget=budget)
+                             num_samples=num_samples, budget=budget,
+                             workers=tail_workers(tail_fill, workers))
     if kind == "none":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler '{kind}'; choose {', '.join(SCHEDULERS)}")

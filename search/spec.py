@@ -44,10 +44,11 @@ class SearchSpec:
     journal: str | None = None  # with URI storage, the journal's local file (search.journal); else in the experiment
     epoch_budget: int | None = None  # trial-epochs the search may spend (--epoch-budget)
     time_budget: float | None = None  # seconds of search time it may spend (--time-budget)
+    tail_fill: str = "auto"  # --tail-fill (search.scheduler.TailFill)
 
     ORDER = ("space", "metric", "mode", "time_attr", "max_t", "grace_period", "reduction_factor", "num_samples",
              "epoch_budget", "time_budget", "searched", "points", "seed", "cpus_per_trial", "gpus_per_trial", "searcher",
-             "scheduler", "revalidate_top", "revalidate_folds", "study", "journal", "base", "classes", "spectrogram",
+             "scheduler", "tail_fill", "revalidate_top", "revalidate_folds", "study", "journal", "base", "classes", "spectrogram",
              "created")
 
     def to_dict(self) -> dict[str, Any]:

@@ -121,7 +121,8 @@ def make_search(plan: Plan, n: int):
                                           journal=plan.options.journal)
     scheduler = make_scheduler(spec.scheduler, max_t=spec.max_t, grace_period=spec.grace_period,
                                reduction_factor=spec.reduction_factor, journal=plan.options.journal,
-                               num_samples=spec.num_samples)
+                               num_samples=spec.num_samples, workers=n,
+                               tail_fill="off" if spec.budget else spec.tail_fill)
     return searcher, param_space, scheduler
 
 
@@ -163,6 +164,10 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
           f"{cluster.concurrency} at a time ({spec.cpus_per_trial} CPU, {spec.gpus_per_trial} GPU each, worker "
           f"processes {'reused' if cluster.reuse_actors else 'fresh per trial'}); searching "
           f"{', '.join(spec.searched)} with {spec.searcher} + {spec.scheduler}", flush=True)
+    if getattr(getattr(scheduler, "tail", None), "workers", None):
+        print(f"birdtune: tail fill on (--tail-fill {spec.tail_fill}): once all {spec.num_samples} trials have "
+              "started, workers that would sit idle continue the best stopped trials for as long as fits before "
+              "the last one ends", flush=True)
     if spec.study:
         print(f"birdtune: Optuna study in {spec.study}  (live: optuna-dashboard sqlite:///{spec.study})", flush=True)
     if opts.log_to:

@@ -3,11 +3,13 @@ the faults go in through search.trainable.TrialHooks, which search.run.main acce
 
     python tests/faults.py "FAULT[|FAULT...]" FAULT_DIR -- ARGS
     FAULT: <crash|oom|diverge>@<key>=<value>[;after=<epoch>][;times=<n>]
+           slow@<key>=<value>;seconds=<s>[;lead=1]
 
 faults the trials whose config has key == value, or with key `trial` the value-th trial to start (0, 1,
 ...: the launch order when trials run one at a time): crash/oom raise after reporting any epoch >= `after`
 (at most `times` times in all, counted in a file under FAULT_DIR, so a retried trial can succeed);
-diverge makes the loss NaN from the first step. ARGS go to `python -m search.run`.
+diverge makes the loss NaN from the first step; slow sleeps `seconds` before reporting each epoch, and with
+lead=1 reports a cmAP of 0.99 (ASHA never stops a leader). ARGS go to `python -m search.run`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class Fault:
     after: int
     times: int
     folder: str
+    seconds: float = 0.0
+    lead: bool = False
 
     @classmethod
     def parse(cls, spec: str, folder: str) -> "Fault":
@@ -34,7 +38,8 @@ class Fault:
         target, *opts = rest.split(";")
         key, _, value = target.partition("=")
         opt = dict(o.split("=") for o in opts)
-        return cls(kind, key, value, int(opt.get("after", 1)), int(opt.get("times", 1)), folder)
+        return cls(kind, key, value, int(opt.get("after", 1)), int(opt.get("times", 1)), folder,
+                   float(opt.get("seconds", 0)), opt.get("lead") == "1")
 
     def hits(self, config: dict) -> bool:
         if self.key == "trial":
@@ -50,6 +55,14 @@ class Fault:
         return loss
 
     def wrap_report(self, config: dict, report):
+        if self.kind == "slow" and self.hits(config):
+            def slow(metrics, checkpoint_dir):
+                import time
+
+                time.sleep(self.seconds)
+                report({**metrics, "cmap": 0.99} if self.lead else metrics, checkpoint_dir)
+
+            return slow
         if self.kind not in ("crash", "oom") or not self.hits(config):
             return report
         counter = os.path.join(self.folder, f"fault-{self.key}-{config[self.key] if self.key != 'trial' else self.value}")

@@ -208,3 +208,39 @@ def test_a_trial_running_on_a_lost_node_continues_from_its_checkpoint_on_the_oth
     for trial_id in table.trial_id:  # every trial, the victim too: each epoch once
         got = progress_epochs(tmp_path, "node", trial_id)
         assert got == list(range(1, epochs + 1)), (trial_id, got)
+
+
+def test_the_tail_fill_continues_stopped_trials_from_their_checkpoints_while_the_last_trial_runs(tmp_path):
+    # 4 trials, 2 at a time, 8 epochs (rungs 1, 2, 4). The warm start is slowed to 3 s an epoch and leads
+    # (cmAP 0.99: ASHA never stops it), so it runs long after the other three have started and ended: the tail.
+    r = search(tmp_path, "tail", "--num-samples", "4", "--concurrency", "2", "--epochs", "8", "--tail-fill", "on",
+               fault=f"slow@lr={WARM_LR};seconds=3;lead=1", fault_dir=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "tail fill on (--tail-fill on)" in r.stdout
+    from search import journal
+
+    events = journal.read(str(tmp_path / "tail" / "results_log.jsonl"))
+    results = journal.results(events)
+    table = trials(tmp_path, "tail")
+    slow = table[table.lr == WARM_LR].iloc[0]
+    assert slow["status"] == "completed" and slow["epochs"] == 8 and len(table) == 4, table
+    slow_end = max(e["t"] for e in results if e["trial_id"] == slow["trial_id"])
+    continued = {}
+    for tid in set(table.trial_id) - {slow["trial_id"]}:
+        mine = [e for e in results if e["trial_id"] == tid]
+        stop = next(i for i, e in enumerate(mine) if e["done"])  # where ASHA stopped it first
+        if stop + 1 < len(mine):
+            continued[tid] = mine
+            # from its checkpoint: the epochs go on from where it stopped, none repeated, none lost
+            assert [e["epoch"] for e in mine] == list(range(1, len(mine) + 1)), mine
+            assert mine[stop]["epoch"] < 8
+            # and within the tail: it ends with the slow trial (its last epoch begun before that one's end;
+            # an epoch here takes under 3 s)
+            assert mine[-1]["t"] <= slow_end + 3 + 1, (mine[-1]["t"], slow_end)
+            assert table[table.trial_id == tid].epochs.iloc[0] == len(mine)  # the table has what it reached
+            assert f"continued from epoch {mine[stop]['epoch']}" in r.stdout
+    assert continued, r.stdout[-3000:]
+    # each trial counted once in the live lines, a continued one as it ends again
+    done = [int(n) for n in re.findall(r"\] +(\d+)/4 trial", r.stdout)]
+    assert max(done) == 4 and sorted(set(done)) == [1, 2, 3, 4], r.stdout[-3000:]
+    assert "4 trials (" in r.stdout

@@ -111,3 +111,30 @@ def test_trials_the_search_ends_around_are_shown_unfinished():
     assert lines[0].startswith("[    0s]   1/3 trial   0 stopped early at epoch 1")
     assert lines[1].startswith("[    0s]   2/3 trial   1 unfinished at epoch 2") and "its best cmap 0.6000" in lines[1]
     assert view.counts["unfinished"] == 1 and view.block()[0].endswith("unfinished 1 | elapsed 0s | left ~0s")
+
+
+def test_a_trial_the_tail_fill_continues_says_so_and_counts_once_as_it_ends_again():
+    clock, out = Clock(), io.StringIO()
+    view = LiveView(3, 2, ["lr", "drop_rate"], out=out, tty=False, clock=clock)
+    a, b = trial("a", 1, 0.01), trial("b", 2, 0.002)
+    for t in (a, b):
+        view.on_trial_start(0, [], t)
+    view.on_trial_result(0, [], b, {"epoch": 1, "cmap": 0.60})
+    b.last_result = {"epoch": 1, "cmap": 0.60}
+    view.on_trial_complete(0, [], b)  # ASHA stopped it
+    clock.t += 5
+    view.on_trial_start(0, [], b)  # the tail fill continues it
+    view.on_trial_result(0, [], b, {"epoch": 2, "cmap": 0.65})
+    view.on_trial_result(0, [], b, {"epoch": 3, "cmap": 0.75})
+    b.last_result = {"epoch": 3, "cmap": 0.75}
+    view.on_trial_complete(0, [], b)
+    a.last_result = {"epoch": 3, "cmap": 0.70}
+    view.on_trial_result(0, [], a, a.last_result)
+    view.on_trial_complete(0, [], a)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[    0s]   1/2 trial   1 stopped early at epoch 1")
+    assert lines[1] == "[    5s] trial   1 continued from epoch 1 on a worker the search's tail left idle"
+    assert lines[2].startswith("[    5s]   1/2 trial   1 continued to 3 epochs") and "its best cmap 0.7500" in lines[2]
+    assert lines[3].startswith("[    5s]   2/2 trial   0 completed 3 epochs") and len(lines) == 4
+    assert view.counts["completed"] == 2 and view.counts["stopped_early"] == 0 and view.finished == 2
+    assert view.continued == 1

@@ -221,3 +221,27 @@ def test_worker_utilisation_accounts_for_every_worker_second(tmp_path):
     assert parts == pytest.approx(1.0) and 0 < r["utilisation"] <= 1 and r["no_trial"] >= 0
     assert r["utilisation"] == pytest.approx(r["epochs"] * 1.0 / (4 * r["wall_s"]))  # every epoch takes 1 s
     assert r["utilisation"] <= r["utilisation_until_last_start"] <= 1
+
+
+def test_the_tail_fill_keeps_the_replays_workers_busy_after_the_last_trial_starts_and_ends_no_later(tmp_path,
+                                                                                                    monkeypatch):
+    """The same search with the tail fill (search.scheduler.TailFill, forced on at 4 workers) and without: the
+    fill continues stopped trials once the last one has started, its epochs counted as busy time, and the
+    search ends when the search's own last trial does (1 s epochs: nothing fills past it). The suggestions'
+    measured time delays the simulated trials: a clock that ticks 1 ms a reading makes both runs the same
+    search."""
+    (tmp_path / "toy.py").write_text(TOY)
+    import itertools
+
+    import replay
+
+    ticks = itertools.count()
+    monkeypatch.setattr(replay.time, "perf_counter", lambda: next(ticks) * 1e-3)
+
+    bench = f"{tmp_path / 'toy.py'}:make"
+    off = replay.utilisation(bench, "a", trials=24, workers=4, method="birdtune@asha:tail_fill=off")
+    on = replay.utilisation(bench, "a", trials=24, workers=4, method="birdtune@asha:tail_fill=on")
+    assert off["continued"] == 0 and on["continued"] >= 1 and on["continued_epochs"] >= 1
+    assert on["epochs"] == off["epochs"] + on["continued_epochs"]  # the same search, plus the continued epochs
+    assert on["wall_s"] <= off["wall_s"] + 1e-9 and on["utilisation"] > off["utilisation"]
+    assert on["utilisation"] == pytest.approx(on["epochs"] * 1.0 / (4 * on["wall_s"]))

@@ -84,3 +84,124 @@ def test_a_compute_budget_promotes_the_share_of_the_trials_recorded_so_far():
     assert seen == ["CONTINUE", "CONTINUE", "STOP", "CONTINUE", "CONTINUE", "STOP"]
     assert open_ended.decide("t6", 1, 0.71) == "CONTINUE"  # a new leader always goes on
     assert decisions(16)[1][-1] == "CONTINUE"  # within the cap of a 16-trial search
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _tail_search():
+    """ASHA on 16 epochs (rungs 1, 2, 4, 8) of 4 trials on 3 workers with the tail fill, a scripted clock and
+    1 s epochs unless said: t0 leads; t1 is stopped at rung 1 (0.8), t2 at rung 2 (0.6, a lower score but a
+    higher rung), t3 at rung 1 with 10 s epochs. Returns (asha, clock, result(trial, epoch, cmap, seconds))."""
+    asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=16, grace_period=1, reduction_factor=2,
+                        num_samples=4, workers=3)
+    clock = _Clock()
+    asha.tail.clock = clock
+
+    def result(tid, epoch, cmap, seconds=1.0, at=None):
+        clock.t = epoch if at is None else at
+        return asha.on_trial_result(None, _T(tid), {"epoch": epoch, "cmap": cmap, "time_this_iter_s": seconds})
+
+    return asha, clock, result
+
+
+def test_the_tail_fill_waits_for_every_trial_then_continues_the_furthest_stopped_trial_that_fits():
+    asha, clock, result = _tail_search()
+    asha.on_trial_add(None, _T("t0"))
+    asha.on_trial_add(None, _T("t1"))
+    assert result("t0", 1, 0.9) == "CONTINUE" and result("t1", 1, 0.8) == "STOP"
+    assert asha.tail.choose(busy=1) is None  # 2 of the 4 trials have started: no tail yet
+    asha.on_trial_add(None, _T("t2"))
+    assert result("t0", 2, 0.9) == "CONTINUE" and result("t2", 1, 0.95, at=2) == "CONTINUE"
+    assert result("t0", 3, 0.9) == "CONTINUE" and result("t2", 2, 0.6, at=3) == "STOP"
+    asha.on_trial_add(None, _T("t3"))
+    assert result("t3", 1, 0.2, seconds=10.0, at=3.5) == "STOP"
+    assert result("t0", 4, 0.9) == "CONTINUE"  # t0 passes rung 4: it runs at least to rung 8, 4 s from now
+    recorded = {r: dict(v) for r, v in asha._recorded.items()}
+    # a restart is taken to cost one epoch (the median trial's) until one is measured: t2 (rung 2) goes first
+    assert asha.tail.end(clock()) == 8 and asha.tail.restart_s == 1.0
+    assert asha.tail.choose(busy=1) == "t2" and asha.tail.choose(busy=2) == "t1"
+    assert asha.tail.choose(busy=3) is None  # no worker free
+    assert asha.tail.choose(busy=2) is None  # t3's 10 s epoch does not fit before t0 reaches rung 8
+    # continued trials go on while their next epoch fits before the end (t0's rung 8, then max_t once it passes)
+    assert result("t2", 3, 0.61, at=6) == "CONTINUE"  # 6 + 1 <= 8; its restart took 6 - 4 - 1 = 1 s
+    assert result("t1", 2, 0.81, at=6.5) == "CONTINUE"  # 7.5 <= 8
+    assert result("t0", 7, 0.9) == "CONTINUE"
+    assert result("t1", 3, 0.82, at=7.2) == "STOP"  # 8.2 > 8: it would end after t0's committed end
+    assert result("t0", 8, 0.9) == "CONTINUE"  # past rung 8: the end moves to 8 + 8 = 16
+    assert asha.tail.end(clock()) == 16
+    assert result("t2", 4, 0.62, at=8.5) == "CONTINUE" and asha.tail.continued == 2
+    assert asha.tail.choose(busy=2) == "t1"  # stopped again, and fits again now
+    # the rungs never see the continued epochs (--resume rebuilds them from the journal as they were)
+    assert {r: dict(v) for r, v in asha._recorded.items()} == {**recorded, 8: {"t0": 0.9}}
+    assert result("t0", 16, 0.9) == "STOP"  # max_t: nothing of the search's own runs now
+    assert result("t2", 5, 0.63, at=16.2) == "STOP" and asha.tail.end(clock()) == -float("inf")
+    assert asha.tail.choose(busy=1) is None
+
+
+def test_the_tail_fill_hands_ray_a_stopped_trial_with_a_checkpoint_and_skips_one_without():
+    asha, clock, result = _tail_search()
+    for tid in ("t0", "t1", "t2", "t3"):
+        asha.on_trial_add(None, _T(tid))
+    result("t0", 1, 0.9)
+    result("t1", 1, 0.8, at=1.1)
+    result("t2", 1, 0.3, at=1.2)
+    result("t3", 1, 0.2, at=1.3)
+    result("t0", 2, 0.9)
+
+    class Trial(_T):
+        def __init__(self, tid, status, checkpoint):
+            super().__init__(tid)
+            self.status, self.checkpoint, self.last_result = status, checkpoint, {}
+
+    class Controller:
+        def __init__(self, trials):
+            self.trials = trials
+
+        def get_trials(self):
+            return self.trials
+
+    trials = [Trial("t0", "RUNNING", "c"), Trial("t1", "TERMINATED", None), Trial("t2", "TERMINATED", "c"),
+              Trial("t3", "TERMINATED", "c")]
+    assert asha.choose_trial_to_run(Controller(trials)) is None  # t1 goes first, but has nothing to go on from
+    assert "t1" in asha.tail.done
+    assert asha.choose_trial_to_run(Controller(trials)).trial_id == "t2"
+    trials[2].status = "PENDING"  # Ray starts it
+    assert asha.choose_trial_to_run(Controller(trials)).trial_id == "t2"  # FIFO's pick: a pending trial first
+    trials[2].status = "RUNNING"
+    assert asha.choose_trial_to_run(Controller(trials)).trial_id == "t3"  # the third worker
+    trials[3].status = "RUNNING"
+    assert asha.choose_trial_to_run(Controller(trials)) is None  # every worker busy
+
+
+def test_the_tail_fill_is_on_with_its_flag_or_from_8_trials_at_once():
+    from search.scheduler import tail_workers
+
+    assert tail_workers("auto", 7) is None and tail_workers("auto", 8) == 8 and tail_workers("on", 2) == 2
+    assert tail_workers("off", 256) is None and tail_workers("on", None) is None
+    assert make_scheduler("asha", max_t=8, grace_period=1, reduction_factor=4, num_samples=16, workers=8).tail
+    assert make_scheduler("asha", max_t=8, grace_period=1, reduction_factor=4, workers=8).tail is None  # no count
+    with pytest.raises(ValueError, match="unknown --tail-fill 'sometimes'; choose auto, on, off"):
+        tail_workers("sometimes", 4)
+
+
+def test_a_resumed_search_has_the_trials_its_journal_says_were_stopped_as_tail_fill_candidates(tmp_path):
+    import json
+
+    from search.scheduler import ResumableASHA
+
+    lines = [{"event": "result", "trial_id": tid, "epoch": e, "cmap": v, "status": status, "done": False,
+              "row": {"time_this_iter_s": 2.0}}
+             for tid, e, v, status in [("a", 1, 0.9, None), ("b", 1, 0.5, None), ("a", 2, 0.9, None),
+                                       ("c", 1, 0.0, "diverged"), ("a", 8, 0.95, None)]]
+    (tmp_path / "results_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    asha = ResumableASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=2,
+                         num_samples=4, workers=2, journal=str(tmp_path / "results_log.jsonl"))
+    asha.on_trial_add(None, _T("d"))  # the first call rebuilds the rungs and the tail's records
+    assert asha.tail.candidates == {"b"}  # a reached max_t, c diverged
+    assert asha.tail.epoch_s("b") == 2.0 and asha.tail.running == {"d"}

@@ -5,7 +5,7 @@ benchmark task, method, cell and worker count, as Syne Tune's simulator backend 
                                  [--lcbench-dir PATH] [--seeds 100] [--first-seed 0] [--budgets 16,32]
                                  [--compute 4,8,16,32] [--workers 2,4] [--methods random_full,stock,birdtune]
                                  [--peers FILE] [--json PATH] [--plots DIR] [--processes 2] [--timing]
-    python tests/bench/replay.py --benchmark lcbench --utilisation 1024x256 [--tasks ID,...]
+    python tests/bench/replay.py --benchmark lcbench --utilisation 1024x256 [--tasks ID,...] [--methods METHOD]
 
 Benchmarks (tests/bench/benchmarks.py holds the protocol any benchmark follows, and the built-ins):
 `lcbench`, YAHPO Gym's LCBench surrogate (52 epochs of val_accuracy; without --tasks its 17 development tasks);
@@ -42,7 +42,11 @@ DEHB, NePS), recorded once per benchmark, task, cell and seed.
 
 `--utilisation 1024x256` replays only birdtune's default search of 1,024 trials on 256 workers per task and
 prints its worker utilisation (busy worker-time over workers x wall) and where the idle time went: waiting for
-the driver's suggestion, waiting for the driver to take a result, or no trial to start.
+the driver's suggestion, waiting for the driver to take a result, or no trial to start; with the tail fill
+(search.scheduler.TailFill, on from 8 workers as in a real search: its scheduler's choose, with the simulated
+clock, restarts a stopped trial where Ray's choose_trial_to_run would; a simulated restart costs nothing, as a
+simulated trial start does not), how many stopped trials it continued and for how many epochs.
+`--methods birdtune@asha:tail_fill=off` replays the search without it.
 
 Per cell: mean normalised regret with a bootstrap 95 % interval; mean rank across tasks; birdtune against
 stock and random_full paired by (task, seed) (one-sided Wilcoxon, bootstrap interval of the difference,
@@ -114,7 +118,7 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     from ray.tune.search.optuna import OptunaSearch
 
     from search import searcher as searchers
-    from search.scheduler import make_scheduler
+    from search.scheduler import TAIL_FILL, make_scheduler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     points = [dict(p) for p in space.points]
@@ -127,7 +131,7 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     if name == "stock":
         return OptunaSearch(space=space.define, metric=METRIC, mode=MODE, points_to_evaluate=points, seed=seed), ray_asha
     kind, opts, sched, sopts = parse_method(name)
-    kw = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in sopts)}
+    kw = {k: v if v in TAIL_FILL else float(v) if "." in v else int(v) for k, v in (o.split("=") for o in sopts)}
     from search.layout import grace_period
 
     grace = kw.pop("grace_period", None) or grace or grace_period(space.grace_period, space.epochs)
@@ -138,7 +142,8 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     for opt in opts:  # variants for exploring, e.g. mftpe:_min_points=5
         key, value = opt.split("=")
         setattr(s, key, type(getattr(s, key))(value))
-    return s, make_scheduler(sched, max_t=space.epochs, grace_period=grace, reduction_factor=rf, num_samples=budget, **kw)
+    return s, make_scheduler(sched, max_t=space.epochs, grace_period=grace, reduction_factor=rf, num_samples=budget,
+                             workers=workers, **kw)
 
 
 def simulate(method: str, bench_name: str, task: str, budget: int | None, workers: int, seed: int,
@@ -209,13 +214,29 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         order += 1
         return True
 
+    tail = getattr(scheduler, "tail", None)
+    if tail is not None:
+        tail.clock = lambda: sim_now[0]
+    sim_now = [0.0]
+
     def fill(now: float) -> None:
+        nonlocal order
         while sum(not st["done"] for st in trials.values()) < workers and launch(now):
             pass
+        while tail is not None:  # the search's tail: a free worker continues a stopped trial (search.scheduler)
+            tid = tail.choose(sum(not st["done"] for st in trials.values()))
+            if tid is None:
+                return
+            st = trials[tid]
+            st["done"] = False
+            # (a simulated restart costs nothing, as a simulated trial start does not)
+            heapq.heappush(events, (max(now, driver) + st["seconds"][st["epoch"]], order, tid))
+            order += 1
 
     fill(0.0)
     while events:
         now, _, tid = heapq.heappop(events)
+        sim_now[0] = now
         st = trials[tid]
         e = st["epoch"] = st["epoch"] + 1
         value = float(st["scores"][e - 1])
@@ -249,11 +270,14 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
                suggest_ms=1000 * float(np.median(suggest_s)) if suggest_s else 0.0,
                clock={k: float(v) for k, v in clock.items()})
     # busy worker-time until the last trial started: the search's steady state, before its tail
+    if tail is not None:
+        out["clock"].update(continued=tail.continued, continued_epochs=tail.epochs)
     out["clock"]["busy_until_last_start"] = float(sum(max(0.0, min(b, clock["last_start"]) - a) for a, b in epochs_run))
     if compute:
         out["overshoot"] = max(0, epochs_used - compute * max_t)
     if trace:
         out["trace"] = [(tid, st["config"], st["epoch"]) for tid, st in trials.items()]
+        out["epochs_run"] = epochs_run
     return out
 
 
@@ -472,15 +496,16 @@ def suggestion_time(kind: str, space, history: int, seed: int = 0, repeats: int 
 
 
 UTILISATION_TARGET = 0.95
+METHODS_DEFAULT = "random_full,stock,birdtune"
 
 
 def utilisation(bench_name: str, task: str, trials: int, workers: int, seed: int = 0,
-                lcbench_dir: str | None = None) -> dict:
+                lcbench_dir: str | None = None, method: str = "birdtune") -> dict:
     """Worker utilisation of birdtune's default search of `trials` trials on `workers` simulated workers: busy
     worker-time over workers x wall, and where the idle time went (fractions of workers x wall): waiting for
     the driver's suggestion, waiting for the driver to take a result, and no trial to start (the last trials
     finishing while others have none left, or the searcher holding a trial back)."""
-    out = simulate("birdtune", bench_name, task, trials, workers, seed, lcbench_dir=lcbench_dir)
+    out = simulate(method, bench_name, task, trials, workers, seed, lcbench_dir=lcbench_dir)
     c = out["clock"]
     total = workers * c["end"]
     share = {k: c[k] / total for k in ("busy", "suggest_wait", "result_wait")}
@@ -489,7 +514,8 @@ def utilisation(bench_name: str, task: str, trials: int, workers: int, seed: int
                 utilisation=share["busy"],
                 suggest_wait=share["suggest_wait"], result_wait=share["result_wait"],
                 no_trial=1 - sum(share.values()), suggest_ms=out["suggest_ms"], last_start_s=c["last_start"],
-                utilisation_until_last_start=steady)
+                utilisation_until_last_start=steady, regret=out["regret"],
+                continued=out["clock"].get("continued", 0), continued_epochs=out["clock"].get("continued_epochs", 0))
 
 
 def fmt_p(p: float) -> str:
@@ -511,19 +537,22 @@ def print_table(agg: list[dict]) -> None:
               f"{r['suggest_ms']:>6.1f}")
 
 
-def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: str | None, out: str | None) -> int:
+def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: str | None, out: str | None,
+                      method: str = "birdtune") -> int:
     """--utilisation TRIALSxWORKERS: one search per task, its utilisation and idle time printed (and written)."""
     trials, workers = (int(x) for x in spec.lower().split("x"))
     rows = []
     for task in tasks:
         t0 = time.time()
-        r = utilisation(name, task, trials, workers, seed, lcdir)
+        r = utilisation(name, task, trials, workers, seed, lcdir, method)
         rows.append(r)
         print(f"task {task}: {r['trials']} trials on {workers} workers, utilisation {r['utilisation']:.1%} "
               f"(idle: waiting for a suggestion {r['suggest_wait']:.1%}, for the driver to take a result "
               f"{r['result_wait']:.1%}, no trial to start {r['no_trial']:.1%}); until the last trial started "
               f"({r['last_start_s']:.0f} of {r['wall_s']:.0f} s) {r['utilisation_until_last_start']:.1%}; "
-              f"{r['suggest_ms']:.1f} ms per suggestion (median); replayed in {time.time() - t0:.0f} s", flush=True)
+              f"{r['suggest_ms']:.1f} ms per suggestion (median); the tail fill continued {r['continued']} stopped "
+              f"trials for {r['continued_epochs']} epochs (of {r['epochs']}); regret {r['regret']:.3f}; "
+              f"replayed in {time.time() - t0:.0f} s", flush=True)
     mean = float(np.mean([r["utilisation"] for r in rows]))
     steady = float(np.mean([r["utilisation_until_last_start"] for r in rows]))
     print(f"mean utilisation {mean:.1%} over {len(rows)} task(s) (target >= {UTILISATION_TARGET:.0%}: "
@@ -558,7 +587,7 @@ def main() -> int:
     p.add_argument("--compute", default=None,
                    help="equal-compute cells: budgets of that many full-length trials' epochs, e.g. 4,8,16,32")
     p.add_argument("--workers", default="2,4")
-    p.add_argument("--methods", default="random_full,stock,birdtune",
+    p.add_argument("--methods", default=METHODS_DEFAULT,
                    help="random_full, random_asha, stock, birdtune, or searcher[:opt=v][@scheduler[:opt=v]]")
     p.add_argument("--peers", help="the peers' recorded runs (tests/bench/data/peers-<benchmark>.json) to add")
     p.add_argument("--grace", type=int, help="grace period for birdtune's scheduler (default: the space's)")
@@ -586,7 +615,12 @@ def main() -> int:
         print(f"replay: {e}", file=sys.stderr)
         return 2
     if args.utilisation:
-        return print_utilisation(name, tasks, args.utilisation, args.first_seed, lcdir, args.json)
+        methods = args.methods.split(",")
+        if len(methods) > 1 and args.methods != METHODS_DEFAULT:
+            print("replay: --utilisation replays one method: give one to --methods", file=sys.stderr)
+            return 2
+        return print_utilisation(name, tasks, args.utilisation, args.first_seed, lcdir, args.json,
+                                 methods[0] if len(methods) == 1 else "birdtune")
     from search.layout import grace_period
 
     rhos = []
