@@ -82,7 +82,7 @@ class LiveView(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        epoch = int(last.get(spaces.TIME_ATTR, 0))
+        epoch = self.epoch[trial.trial_id] = int(last.get(spaces.TIME_ATTR, 0))
         # called when the trial returned or ASHA stopped it; the ones the search ends around come last
         status = trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged")
         how = {layout.DIVERGED: f"diverged at epoch {epoch}", layout.COMPLETED: f"completed {epoch} epochs",

@@ -157,8 +157,8 @@ class TailFill:
     Once every trial has started, a search's last trials run on (ASHA promotes some to max_t) while no trial
     is left to start: on 256 workers, 1,024 trials of LCBench left the workers idle for half the search's time
     (tests/bench/replay.py --utilisation). In that tail, a free worker takes the stopped trial that got
-    furthest (the highest rung, then the best score there) whose next epoch, and the time a restart has been
-    taking, fit before the search's end as the running trials have committed to it: each one's next rung
+    furthest (the highest rung, then the best score there) whose next epoch, and the time a restart takes
+    (restart_s), fit before the search's end as the running trials have committed to it: each one's next rung
     (where ASHA may stop it) or max_t, at its own seconds per epoch. A continued trial goes on epoch by epoch
     while the next one fits (the end moves later when ASHA promotes a trial), so the search ends no later for
     it, and may find a better pick; ASHA's rungs never see those epochs (a --resume rebuilds them as they
@@ -175,6 +175,7 @@ class TailFill:
         self.candidates: set[str] = set()  # stopped trials that may be continued
         self._nothing_fits: tuple[float, float] | None = None  # (end, restart) when no candidate fitted last
         self.restarts: list[float] = []  # how long continued trials took to start their first new epoch
+        self.startups: list[float] = []  # how long new trials took to start their first epoch
         self.continued = 0  # continuations started
         self.epochs = 0  # epochs the continuations ran
 
@@ -185,8 +186,13 @@ class TailFill:
 
     @property
     def restart_s(self) -> float:
-        """What a restart takes: the median of the last 50 continuations', one epoch until one is measured."""
-        return float(np.median(self.restarts)) if self.restarts else self.epoch_s("")
+        """What a restart takes: the median of the last 50 continuations'; until one is measured, of the last 50
+        trials' start-ups (from being added to the end of their first epoch, less that epoch); before any, one
+        epoch."""
+        for measured in (self.restarts, self.startups):
+            if measured:
+                return float(np.median(measured))
+        return self.epoch_s("")
 
     def epoch_s(self, trial_id: str) -> float:
         total, n = self.seconds.get(trial_id, (0.0, 0))
@@ -201,6 +207,8 @@ class TailFill:
         t, n = self.seconds.get(trial_id, (0.0, 0))
         if seconds is not None:
             self.seconds[trial_id] = (t + float(seconds), n + 1)
+        if epoch == 1 and not n and trial_id in self.added_at and not filling:
+            self.startups = (self.startups + [max(0.0, now - self.added_at[trial_id] - float(seconds or 0.0))])[-50:]
         v = self.asha._sign * float(value) if value is not None and not math.isnan(float(value)) else -math.inf
         best = max(v, self.last.get(trial_id, (0, -math.inf, 0.0))[1])
         self.last[trial_id] = (epoch, best, now)
@@ -213,6 +221,7 @@ class TailFill:
         if chosen is not None:  # its first new epoch: what the restart took (the median of the last 50)
             self.restarts = (self.restarts + [max(0.0, now - chosen - float(seconds or 0.0))])[-50:]
             self.filling[trial_id] = None
+            self._nothing_fits = None
         self.epochs += 1
         return now + self.epoch_s(trial_id) <= self.end(now)
 

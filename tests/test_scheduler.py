@@ -123,8 +123,12 @@ def test_the_tail_fill_waits_for_every_trial_then_continues_the_furthest_stopped
     assert result("t3", 1, 0.2, seconds=10.0, at=3.5) == "STOP"
     assert result("t0", 4, 0.9) == "CONTINUE"  # t0 passes rung 4: it runs at least to rung 8, 4 s from now
     recorded = {r: dict(v) for r, v in asha._recorded.items()}
-    # a restart is taken to cost one epoch (the median trial's) until one is measured: t2 (rung 2) goes first
-    assert asha.tail.end(clock()) == 8 and asha.tail.restart_s == 1.0
+    # until a restart is measured it is taken to cost what the trials took to start (0 s here), and before any
+    # start-up, one epoch (1 s); t2 (rung 2) goes first
+    assert asha.tail.end(clock()) == 8 and asha.tail.startups == [0.0, 0.0, 0.0, 0.0]
+    asha.tail.startups = []
+    assert asha.tail.restart_s == 1.0
+    asha.tail.startups = [0.0]
     assert asha.tail.choose(busy=1) == "t2" and asha.tail.choose(busy=2) == "t1"
     assert asha.tail.choose(busy=3) is None  # no worker free
     assert asha.tail.choose(busy=2) is None  # t3's 10 s epoch does not fit before t0 reaches rung 8
