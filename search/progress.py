@@ -49,6 +49,7 @@ class LiveView(tune.Callback):
         self.finished = 0
         self.ended: dict[str, str] = {}  # trial_id -> the status it ended with (a continued trial ends again)
         self.continued = 0  # trials the tail fill continued (search.scheduler.TailFill)
+        self.restored: set[str] = set()  # ended before this run (a --resume may start a cut one again)
         self._drawn = 0  # lines of the block on screen
         self._seen_restored = False
         self.restored_empty: set[str] = set()  # restored ended trials that reported nothing (cut earlier)
@@ -63,7 +64,8 @@ class LiveView(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running[trial.trial_id] = trial
         self.epoch.setdefault(trial.trial_id, 0)
-        if trial.trial_id in self.ended:  # ended before: the tail fill continues it from its checkpoint
+        if trial.trial_id in self.ended and trial.trial_id not in self.restored:
+            # ended in this run, and started again: the tail fill continues it from its checkpoint
             self.continued += 1
             self._line(f"trial {self.index(trial):>3} continued from epoch {self.epoch[trial.trial_id]} "
                        "on a worker the search's tail left idle")
@@ -104,6 +106,7 @@ class LiveView(tune.Callback):
                               trial_status("TERMINATED", epoch, self.max_t, last.get("status") == "diverged"))
                     self.counts[status] += 1
                     self.ended[trial.trial_id] = status
+                    self.restored.add(trial.trial_id)
                     self.epoch[trial.trial_id] = epoch
                     self.finished += 1
 
@@ -125,10 +128,13 @@ class LiveView(tune.Callback):
     # --- drawing -------------------------------------------------------------------------------
     def _finish(self, trial, status: str, how: str) -> None:
         self.running.pop(trial.trial_id, None)
+        restored = trial.trial_id in self.restored
+        self.restored.discard(trial.trial_id)
         before = self.ended.get(trial.trial_id)
-        if before is not None:  # a continued trial: it counts once, as it ends now
+        if before is not None:  # a continued (or a restored, restarted) trial: it counts once, as it ends now
             self.counts[before] -= 1
-            how = how.replace("stopped early", "stopped again").replace("completed", "continued to")
+            if not restored:
+                how = how.replace("stopped early", "stopped again").replace("completed", "continued to")
         else:
             self.finished += 1
         self.counts[status] += 1

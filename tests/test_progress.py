@@ -138,3 +138,22 @@ def test_a_trial_the_tail_fill_continues_says_so_and_counts_once_as_it_ends_agai
     assert lines[3].startswith("[    5s]   2/2 trial   0 completed 3 epochs") and len(lines) == 4
     assert view.counts["completed"] == 2 and view.counts["stopped_early"] == 0 and view.finished == 2
     assert view.continued == 1
+
+
+def test_a_restored_trial_a_resume_starts_again_is_not_called_continued_and_counts_once():
+    clock, out = Clock(), io.StringIO()
+    view = LiveView(3, 2, ["lr", "drop_rate"], out=out, tty=False, clock=clock)
+    cut = trial("a", 1, 0.01, last={"epoch": 2, "cmap": 0.5})
+    cut.status = "TERMINATED"
+    view.on_step_begin(0, [cut])  # restored: ended before this run (Ctrl-C cut it)
+    assert view.finished == 1 and view.counts["stopped_early"] == 1
+    cut.status = "RUNNING"
+    view.on_trial_start(0, [cut], cut)  # the resume starts it again
+    view.on_trial_result(0, [], cut, {"epoch": 3, "cmap": 0.8})
+    cut.last_result = {"epoch": 3, "cmap": 0.8}
+    view.on_trial_complete(0, [], cut)
+    lines = out.getvalue().splitlines()
+    assert lines == ["[    0s]   1/2 trial   0 completed 3 epochs         its best cmap 0.8000 | best so far 0.8000 "
+                     "(trial 0)"], lines
+    assert view.finished == 1 and view.counts == {**view.counts, "stopped_early": 0, "completed": 1}
+    assert view.continued == 0

@@ -2,7 +2,7 @@
 clusters bring.
 
     python tests/bench/many.py [--trials 1000] [--concurrency 16] [--epochs 4] [--epoch-seconds 1]
-                               [--task 3945] [--root DIR] [--json FILE]
+                               [--task 3945] [--tail-fill auto|on|off] [--root DIR] [--json FILE]
 
 One search, run as `python -m search.run` runs it (real Ray on this machine, birdtune's driver: the default
 searcher and scheduler, its callbacks, journal, progress lines, export and report), whose trainable answers from
@@ -12,7 +12,8 @@ of a CPU (2 / concurrency here), so --concurrency trials run at once on 2 cores.
 have ended; then `--resume` finishes it. Printed, and written with --json:
 
 - wall time against the ideal (the epochs run x --epoch-seconds / concurrency), until the kill;
-- the driver's CPU time and private memory (USS, from /proc) over the search, at the end and its maximum;
+- the driver's CPU time and private memory (USS, from /proc) over the search, at the end and its maximum (each
+  second's sample also in DIR/driver-samples.jsonl with the trials ended by then, kept if the run is cut off);
 - the searcher's suggestion time (median ms) at the first and the last 100 trials;
 - the size of results_log.jsonl, optuna.db and Ray's experiment state at the end, and the time their writes
   take (the journal's lines, Ray's saves of its state, the study's share of the searcher's calls);
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 STATS = "driver-stats.jsonl"  # what the driver measures of itself, a line per measurement (kept across a kill)
+SAMPLES = "driver-samples.jsonl"  # the orchestrator's samples of the driver: USS, CPU time, trials ended
 _SURROGATES: dict = {}  # per worker process: a reused worker loads the ONNX model once
 
 
@@ -121,7 +123,8 @@ def driver(args) -> int:
     timed(export, "export", "export_report")
     argv = ["--no-dashboard", "--storage-path", str(Path(args.root) / "results"), "--name", "many",
             *(["--resume"] if args.resume else ["--space", "smoke", "--num-samples", str(args.trials), "--concurrency",
-                                                 str(args.concurrency), "--epochs", str(args.epochs)])]
+                                                 str(args.concurrency), "--epochs", str(args.epochs),
+                                                 "--tail-fill", args.tail_fill])]
     return run.main(argv)
 
 
@@ -166,7 +169,7 @@ class Tail:
 def launch(args, root: Path, resume: bool, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--driver", "--root", str(root), "--trials", str(args.trials + 2 * args.concurrency),
            "--concurrency", str(args.concurrency), "--epochs", str(args.epochs), "--epoch-seconds",
-           str(args.epoch_seconds), "--task", args.task] + (["--resume"] if resume else [])
+           str(args.epoch_seconds), "--task", args.task, "--tail-fill", args.tail_fill] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -178,6 +181,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--epoch-seconds", type=float, default=1.0)
     ap.add_argument("--task", default="3945")
+    ap.add_argument("--tail-fill", default="auto", choices=("auto", "on", "off"),
+                    help="the search's --tail-fill (its trials keep no checkpoint: nothing is continued)")
     ap.add_argument("--root", help="working folder (default: a new temporary one)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
@@ -195,18 +200,21 @@ def main() -> int:
     samples: list[tuple[float, float, float]] = []  # (time, USS MB, CPU s) of the driver
 
     def sample(proc: subprocess.Popen, stop: threading.Event) -> None:
-        while not stop.wait(1.0):
-            u, c = uss_mb(proc.pid), cpu_s(proc.pid)
-            if u is not None and c is not None:
-                samples.append((time.time(), u, c))
+        with (root / SAMPLES).open("a", buffering=1) as fh:  # kept on disk too: a run cut off keeps them
+            while not stop.wait(1.0):
+                u, c = uss_mb(proc.pid), cpu_s(proc.pid)
+                if u is not None and c is not None:
+                    samples.append((time.time(), u, c))
+                    fh.write(json.dumps({"t": round(samples[-1][0], 1), "uss_mb": round(u, 1), "cpu_s": round(c, 2),
+                                         "ended": ended}) + "\n")
 
     from tqdm import tqdm
 
+    tail, ended, seen = Tail(exp / "results_log.jsonl"), 0, 0
     proc = launch(args, root, False, root / "run-1.log")
     stop = threading.Event()
     threading.Thread(target=sample, args=(proc, stop), daemon=True).start()
     bar = tqdm(total=args.trials, desc="trials ended", unit="trial")
-    tail, ended, seen = Tail(exp / "results_log.jsonl"), 0, 0
     while proc.poll() is None:
         time.sleep(2)
         ev = tail.read()
