@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"(default {layout.DEFAULT_SEARCHER})")
     p.add_argument("--scheduler", choices=layout.SCHEDULERS,
                    help="asha: stop weak trials early (default); none: every trial runs all epochs")
-    p.add_argument("--tail-fill", choices=("auto", "on", "off"),
+    p.add_argument("--tail-fill", choices=layout.TAIL_FILL,
                    help="once every trial has started, workers that would sit idle continue the best stopped trials "
                         "from their checkpoints for as long as fits before the last trial ends (asha with "
                         "--num-samples; auto: on from 8 trials at once, the default)")

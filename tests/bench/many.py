@@ -175,13 +175,15 @@ def launch(args, root: Path, resume: bool, log: Path) -> subprocess.Popen:
 
 
 def main() -> int:
+    from search.layout import TAIL_FILL
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--epoch-seconds", type=float, default=1.0)
     ap.add_argument("--task", default="3945")
-    ap.add_argument("--tail-fill", default="auto", choices=("auto", "on", "off"),
+    ap.add_argument("--tail-fill", default="auto", choices=TAIL_FILL,
                     help="the search's --tail-fill (its trials keep no checkpoint: nothing is continued)")
     ap.add_argument("--root", help="working folder (default: a new temporary one)")
     ap.add_argument("--json", help="write the figures here")

@@ -118,7 +118,8 @@ def make_method(name: str, space, seed: int, budget: int | None, workers: int, g
     from ray.tune.search.optuna import OptunaSearch
 
     from search import searcher as searchers
-    from search.scheduler import TAIL_FILL, make_scheduler
+    from search.layout import TAIL_FILL
+    from search.scheduler import make_scheduler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     points = [dict(p) for p in space.points]
@@ -214,10 +215,10 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         order += 1
         return True
 
+    sim_now = [0.0]  # the simulated clock, for the tail fill's choices
     tail = getattr(scheduler, "tail", None)
     if tail is not None:
         tail.clock = lambda: sim_now[0]
-    sim_now = [0.0]
 
     def fill(now: float) -> None:
         nonlocal order
@@ -277,7 +278,6 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         out["overshoot"] = max(0, epochs_used - compute * max_t)
     if trace:
         out["trace"] = [(tid, st["config"], st["epoch"]) for tid, st in trials.items()]
-        out["epochs_run"] = epochs_run
     return out
 
 
