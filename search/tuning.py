@@ -164,7 +164,7 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
           f"{cluster.concurrency} at a time ({spec.cpus_per_trial} CPU, {spec.gpus_per_trial} GPU each, worker "
           f"processes {'reused' if cluster.reuse_actors else 'fresh per trial'}); searching "
           f"{', '.join(spec.searched)} with {spec.searcher} + {spec.scheduler}", flush=True)
-    if getattr(getattr(scheduler, "tail", None), "workers", None):
+    if getattr(scheduler, "tail", None) is not None:
         print(f"birdtune: tail fill on (--tail-fill {spec.tail_fill}): once all {spec.num_samples} trials have "
               "started, workers that would sit idle continue the best stopped trials for as long as fits before "
               "the last one ends", flush=True)
