@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import optuna
 
 # --- Ray's OptunaSearch --------------------------------------------------------------------------
@@ -78,6 +79,35 @@ def frozen(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial
     """The stored state of one trial without copying every trial of the study (study.get_trials() would,
     on every reported epoch): through the study's storage, which Optuna keeps private."""
     return study._storage.get_trial(trial_id(trial))
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state=None) -> None:
+    """study.tell without the deep copy of the told trial it returns (every epoch's value: about a tenth of a
+    replayed search's time, which birdtune never reads). Optuna's tell is this call and that copy."""
+    from optuna.study._tell import _tell_with_warning
+
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=False)
+
+
+def fast_log_ndtr() -> None:
+    """Optuna 5's TPE computes log Phi(x) one element at a time in Python (its _truncnorm._log_ndtr, through
+    np.frompyfunc): about a quarter of a suggestion's time with a few hundred trials, which a budgeted search
+    or a 1,000-trial one pays on every trial. SciPy's log_ndtr (SciPy comes with scikit-learn) computes the
+    same function vectorised, about 8x faster, equal to it within 1e-12 (and closer to the true value above
+    x = 6, where Optuna's uses -Phi(-x)). Optuna offers no hook for it: the module's name is replaced, once,
+    in this process (TPE's functions look it up at each call)."""
+    from optuna.samplers._tpe import _truncnorm
+    from scipy.special import log_ndtr
+
+    if getattr(_truncnorm._log_ndtr, "birdtune", False):
+        return
+
+    def _log_ndtr(a):
+        return log_ndtr(np.asarray(a, dtype=float))
+
+    _log_ndtr.birdtune = True
+    _log_ndtr.optuna = _truncnorm._log_ndtr  # the original, for tests/test_internals.py
+    _truncnorm._log_ndtr = _log_ndtr
 
 
 # --- Ray Tune -------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
         else:  # stopped by the scheduler (or the time budget) before max_t
             state, value = TrialState.PRUNED, None
         if frozen.state == TrialState.RUNNING:  # already told before a driver restart: do not count it twice
-            internals.ot_study(self).tell(ot_trial, value, state=state)
+            internals.tell(internals.ot_study(self), ot_trial, value, state=state)
         internals.completed(self).add(trial_id)
         self._known.pop(trial_id, None)
 
@@ -293,7 +293,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
             if pending and pending[0] == epoch and epoch in self._models:
                 study, _ = self._model(epoch)  # (may rebuild it, which drops the placeholders)
                 if self._pending.get(trial_id) == pending:  # the proposal's placeholder gets its real score
-                    study.tell(pending[1], best)
+                    internals.tell(study, pending[1], best)
                     self._models[epoch] = (study, self._models[epoch][1] + 1)
                     self._pending.pop(trial_id)
             # with the trial's own distributions: a conditional space's trials differ in what they searched
@@ -313,7 +313,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         pending = self._pending.pop(trial_id, None)
         if pending and pending[0] in self._models:  # stopped (or failed) before its rung: no score there
             study, _ = self._models[pending[0]]
-            study.tell(pending[1], state=TrialState.FAIL)
+            internals.tell(study, pending[1], state=TrialState.FAIL)
 
     # --- proposals -----------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -413,6 +413,7 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
                   reduction_factor: int = 4, exp: str | None = None, journal: str | None = None):
     """(search_alg, param_space) for Tuner: TPE (`tpe`), the multi-fidelity TPE (`mftpe`) over the space's
     define-by-run function, or Ray's random search."""
+    internals.fast_log_ndtr()  # TPE's log Phi vectorised: the same suggestions, sooner
     points = [dict(p) for p in space.points]
     common = dict(space=space.define, metric=spaces.METRIC, mode=spaces.MODE, max_t=max_t, points_to_evaluate=points,
                   study_name=study_name, db_path=db_path, copy_study=bool(exp and "://" in exp), journal=journal,

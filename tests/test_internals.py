@@ -203,3 +203,54 @@ def test_a_restored_tuner_holds_the_searcher_and_scheduler_its_fit_restores(tmp_
     tuner = tune.Tuner(lambda c: None, tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler),
                        run_config=tune.RunConfig(name="y", storage_path=str(tmp_path), verbose=0))
     assert internals.restored_search(tuner) == (searcher, scheduler)
+
+
+def test_tpe_log_ndtr_is_vectorised_with_the_same_values_and_suggestions():
+    import numpy as np
+    from optuna.samplers._tpe import _truncnorm
+
+    def suggestions():
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, multivariate=True,
+                                                                       n_startup_trials=5))
+        for _ in range(30):
+            t = study.ask()
+            x, y = t.suggest_float("x", -5, 5), t.suggest_float("y", 1e-3, 1.0, log=True)
+            study.tell(t, (x - 1.3) ** 2 + abs(np.log(y) + 2))
+        return [t.params for t in study.trials]
+
+    patched = getattr(_truncnorm._log_ndtr, "birdtune", False)
+    original = _truncnorm._log_ndtr.optuna if patched else _truncnorm._log_ndtr
+    _truncnorm._log_ndtr = original
+    before = suggestions()
+    internals.fast_log_ndtr()
+    internals.fast_log_ndtr()  # installed once
+    assert _truncnorm._log_ndtr.birdtune and _truncnorm._log_ndtr.optuna is original
+    x = np.concatenate([np.linspace(-60, 60, 20001), [-1e3, -20.0001, -20.0, 6.0, 6.0001, 1e3]])
+    assert np.abs(_truncnorm._log_ndtr(x) - original(x)).max() < 1e-12
+    assert _truncnorm._log_ndtr(x).dtype == np.float64 and _truncnorm._log_ndtr(x).shape == x.shape
+    after = suggestions()  # TPE suggests what it did (to rounding: the last digits of a sample may differ)
+    assert len(after) == len(before) == 30
+    assert all(a == pytest.approx(b, rel=1e-9, abs=1e-12) for a, b in zip(after, before))
+
+
+def test_tell_without_the_copy_records_what_study_tell_records(tmp_path):
+    storage = sqlite_storage(str(tmp_path / "t.db"))
+
+    def told(name, tell):
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+        trials = [study.ask() for _ in range(3)]
+        for t in trials:
+            t.suggest_float("x", 0, 1)
+            t.report(0.25, 1)
+        tell(study, trials[0], 0.75)
+        tell(study, trials[1], None, TrialState.PRUNED)  # Optuna records its last reported value
+        tell(study, trials[2], None, TrialState.FAIL)
+        with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):  # told twice: refused
+            tell(study, trials[0], 0.5)
+        again = optuna.load_study(study_name=name, storage=storage)
+        return [(t.state, t.value, t.intermediate_values) for t in again.get_trials()]
+
+    ours = told("ours", internals.tell)
+    assert ours == told("optuna's", lambda study, trial, value, state=None: study.tell(trial, value, state=state))
+    assert [s for s, _, _ in ours] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert ours[0][1] == 0.75

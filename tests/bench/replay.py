@@ -155,8 +155,10 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     trial's config and last epoch in launch order)."""
     from ray.tune.schedulers import TrialScheduler
 
+    from search import internals
     from search.budget import Budget, Meter
 
+    internals.fast_log_ndtr()  # as make_searcher does, for every method alike (stock's TPE included)
     bench = get_benchmark(bench_name, lcbench_dir)
     space = bench.space()
     best_q, median_q = benchmarks.reference(bench, task)
@@ -169,6 +171,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         searcher.use_budget(meter)  # birdtune: the code --epoch-budget runs
     events: list = []  # (time, order, trial_id)
     trials: dict[str, dict] = {}
+    live: set[str] = set()  # trials running now
     driver, created, order = 0.0, 0, 0
     incumbent = (-math.inf, None)  # observed score, full-length quality
     anytime: list[tuple[int, float]] = []
@@ -186,7 +189,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         if hasattr(searcher, "use_budget") or meter.stop_all():
             return not meter.stop_all()  # birdtune's searcher decides the rest
         if method == "random_full":  # a full-length trial only while one fits
-            running = sum(max_t - st["epoch"] for st in trials.values() if not st["done"])
+            running = sum(max_t - trials[tid]["epoch"] for tid in live)
             return meter.epochs + running + max_t <= meter.budget.epochs
         return True  # stock, random_asha: while the budget is not spent
 
@@ -211,6 +214,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         scheduler.on_trial_add(None, trial)
         trials[tid] = dict(trial=trial, scores=scores[0], seconds=seconds[0], quality=quality, epoch=0,
                            config=config, done=False)
+        live.add(tid)
         heapq.heappush(events, (driver + seconds[0][0], order, tid))
         order += 1
         return True
@@ -222,14 +226,15 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
 
     def fill(now: float) -> None:
         nonlocal order
-        while sum(not st["done"] for st in trials.values()) < workers and launch(now):
+        while len(live) < workers and launch(now):
             pass
         while tail is not None:  # the search's tail: a free worker continues a stopped trial (search.scheduler)
-            tid = tail.choose(sum(not st["done"] for st in trials.values()))
+            tid = tail.choose(len(live))
             if tid is None:
                 return
             st = trials[tid]
             st["done"] = False
+            live.add(tid)
             # (a simulated restart costs nothing, as a simulated trial start does not)
             heapq.heappush(events, (max(now, driver) + st["seconds"][st["epoch"]], order, tid))
             order += 1
@@ -255,6 +260,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         decision = scheduler.on_trial_result(None, st["trial"], result)
         if decision == TrialScheduler.STOP or e >= max_t:
             st["done"] = True
+            live.discard(tid)
             searcher.on_trial_complete(tid, result=result)
             scheduler.on_trial_complete(None, st["trial"], result)
         else:
