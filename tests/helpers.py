@@ -204,3 +204,44 @@ def image_csv(folder: Path, n: int = 40, shape=(16, 24)) -> Path:
     pd.DataFrame(dict(image_path=[f"img/x{k}.png" for k in range(n)], label=[k % 3 for k in range(n)],
                       fold=[k % 2 for k in range(n)])).to_csv(folder / "train.csv", index=False)
     return folder / "train.csv"
+
+
+# A benchmark of the replay's protocol (tests/bench/benchmarks.py) in a file, as a user writes one: a categorical
+# and a conditional parameter, 9 epochs of 1 s; `FILE.py:make` loads it.
+TOY = '''
+import numpy as np
+from spaces.base import Space
+
+
+def define(trial):
+    opt = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    if opt == "sgd":  # conditional: only sgd has a momentum
+        trial.suggest_float("momentum", 0.0, 0.99)
+    trial.suggest_int("width", 8, 64, log=True)
+
+
+class Toy:
+    """Curves that rise to a ceiling set by the config: adam near lr 3e-3, sgd near lr 3e-2 with momentum 0.9."""
+    name = "toy"
+    tasks = ["a", "b"]
+    dev_tasks = ["a"]
+
+    def space(self):
+        return Space(name="toy", description="toy", define=define, base={}, epochs=9, grace_period=1,
+                     reduction_factor=3, num_samples=8, points=[{"optimizer": "adam", "lr": 1e-3, "width": 16}])
+
+    def curves(self, task, configs):
+        shift = 0.0 if task == "a" else 0.5
+        out = []
+        for c in configs:
+            best = np.log10(3e-3 if c["optimizer"] == "adam" else 3e-2)
+            ceiling = 1 - 0.3 * (np.log10(c["lr"]) - best - shift) ** 2 - 0.2 * abs(c.get("momentum", 0.9) - 0.9)
+            ceiling += 0.01 * np.log2(c["width"])
+            out.append(ceiling * (1 - np.exp(-np.arange(1, 10) / (1 + 2 * c["lr"] * 10))))
+        return np.array(out), np.full((len(configs), 9), 1.0)
+
+
+def make():
+    return Toy()
+'''

@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import lcbench  # noqa: E402
+from helpers import TOY  # noqa: E402
 import replay  # noqa: E402
 
 # .ci/run sets BIRDTUNE_REQUIRE_LCBENCH: there these tests run (and fail without the surrogate), never skip
@@ -138,43 +139,6 @@ def test_summary_pairs_seeds_and_tasks():
     assert {r["task"] for r in per_task} == {"a", "b"} and len(per_task) == 6
 
 
-TOY = '''
-import numpy as np
-from spaces.base import Space
-
-
-def define(trial):
-    opt = trial.suggest_categorical("optimizer", ["sgd", "adam"])
-    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-    if opt == "sgd":  # conditional: only sgd has a momentum
-        trial.suggest_float("momentum", 0.0, 0.99)
-    trial.suggest_int("width", 8, 64, log=True)
-
-
-class Toy:
-    """Curves that rise to a ceiling set by the config: adam near lr 3e-3, sgd near lr 3e-2 with momentum 0.9."""
-    name = "toy"
-    tasks = ["a", "b"]
-    dev_tasks = ["a"]
-
-    def space(self):
-        return Space(name="toy", description="toy", define=define, base={}, epochs=9, grace_period=1,
-                     reduction_factor=3, num_samples=8, points=[{"optimizer": "adam", "lr": 1e-3, "width": 16}])
-
-    def curves(self, task, configs):
-        shift = 0.0 if task == "a" else 0.5
-        out = []
-        for c in configs:
-            best = np.log10(3e-3 if c["optimizer"] == "adam" else 3e-2)
-            ceiling = 1 - 0.3 * (np.log10(c["lr"]) - best - shift) ** 2 - 0.2 * abs(c.get("momentum", 0.9) - 0.9)
-            ceiling += 0.01 * np.log2(c["width"])
-            out.append(ceiling * (1 - np.exp(-np.arange(1, 10) / (1 + 2 * c["lr"] * 10))))
-        return np.array(out), np.full((len(configs), 9), 1.0)
-
-
-def make():
-    return Toy()
-'''
 
 
 def test_a_benchmark_from_a_file_replays_in_equal_compute_cells(tmp_path):

@@ -37,18 +37,27 @@ def thin(anytime: list, n: int = 16) -> list:
     return [anytime[int(i * step)] for i in range(n - 1)] + [anytime[-1]]
 
 
+def key(r: dict) -> tuple:
+    return r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"]
+
+
 def merge(benchmark: str) -> Path:
-    parts = sorted((DATA / ".parts").glob(f"peers-{benchmark}-*.jsonl"))
-    runs, tools, errors = [], {}, 0
-    for part in parts:
+    """The parts merged into peers-<benchmark>.json; runs already there that no part holds are kept (the parts
+    are not committed: a recording made later, in another checkout, adds to what was recorded before)."""
+    out = DATA / f"peers-{benchmark}.json"
+    before = json.loads(out.read_text()) if out.is_file() else {"tools": {}, "runs": []}
+    runs = {key(r): r for r in before["runs"]}
+    tools, failed = dict(before.get("tools", {})), set()
+    for part in sorted((DATA / ".parts").glob(f"peers-{benchmark}-*.jsonl")):
         for line in part.read_text().splitlines():
             r = json.loads(line)
             if "error" in r:
-                errors += 1
+                failed.add(key(r))
                 continue
             tools[r["tool"]] = r.get("version")
-            runs.append({**{k: r[k] for k in KEEP if k in r}, "anytime": thin(r.get("anytime", []))})
-    out = DATA / f"peers-{benchmark}.json"
+            runs[key(r)] = {**{k: r[k] for k in KEEP if k in r}, "anytime": thin(r.get("anytime", []))}
+    errors = len(failed - set(runs))  # runs that failed and never succeeded since
+    runs = sorted(runs.values(), key=lambda r: (r["tool"], r["method"], r["compute"], r["workers"], str(r["task"]), r["seed"]))
     out.write_text(json.dumps({"benchmark": benchmark, "tools": tools, "seeds": sorted({r["seed"] for r in runs}),
                                "errors": errors, "runs": runs}, separators=(",", ":")))
     return out

@@ -25,6 +25,21 @@ def config_space(space) -> dict:
     return out
 
 
+def first_config(space) -> dict:
+    """The benchmark's defaults, each parameter they lack (a conditional one: Syne Tune's spaces have none) at
+    its domain's middle; Syne Tune 0.16 would hand such a parameter's domain object on as its value."""
+    import math
+
+    out = {}
+    for name, d in distributions(space).items():
+        if d["kind"] == "categorical":
+            out[name] = d["choices"][0]
+        else:
+            mid = math.sqrt(d["low"] * d["high"]) if d["log"] else (d["low"] + d["high"]) / 2
+            out[name] = int(round(mid)) if d["kind"] == "int" else mid
+    return {**out, **dict(space.points[0])}
+
+
 def run(bench, task: str, seed: int, workers: int, compute: int, method: str) -> dict:
     import logging
     from datetime import datetime
@@ -39,7 +54,7 @@ def run(bench, task: str, seed: int, workers: int, compute: int, method: str) ->
     cl = Cluster(bench, task, seed, workers, compute * bench.space().epochs)
     kind = BOHB if method == "synetune-bohb" else ASHACQR
     scheduler = kind(config_space(cl.space), metric="metric", time_attr="epoch", max_t=cl.max_t, do_minimize=False,
-                     random_seed=seed, points_to_evaluate=[dict(cl.space.points[0])])
+                     random_seed=seed, points_to_evaluate=[first_config(cl.space)])
     live: dict[int, Trial] = {}
     best: tuple[float, dict | None] = (-float("inf"), None)
     next_id = 0
