@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray import tune
@@ -25,7 +24,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import spaces
-from search import internals, journal, prior
+from search import internals, journal
 from search.budget import owed
 from search.layout import DB_FILE, DEFAULT_SEARCHER, SEARCHERS, asha_rungs
 
@@ -262,15 +261,9 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
     rung and not yet scored there counts as a poor point, so concurrent proposals spread. Past
     `history` observations a rung's model keeps the best half and the most recent rest."""
 
-    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0,
-                 prior: float = 0.0, local: float = 0.0, width: float = 0.2, **kw):
+    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0, **kw):
         super().__init__(rungs=rungs, **kw)
         self._min_points, self._history, self._seed = min_points, history, seed
-        # proposals near a known config (search.prior): before the model, a share `prior` near the base config
-        # (the space's points[0]); once it runs, a share `local` near the best config of its rung
-        points = kw.get("points_to_evaluate") or []
-        self._center = dict(points[0]) if points else None
-        self._prior, self._local, self._width = prior, local, width
         self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
         self._best_so_far: dict[str, float] = {}
         self._models: dict[int, tuple[optuna.Study, int]] = {}  # rung -> (in-memory study, observations in it)
@@ -372,29 +365,13 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
 
     def _propose(self, trial_id: str) -> dict[str, Any] | None:
         rung = next((r for r in reversed(self._rungs) if len(self._obs[r]) >= self._min_points), None)
-        rng = np.random.default_rng([self._seed, len(internals.ot_trials(self)), getattr(self, "_reseed", 0)])
         if rung is None:
-            if self._center is not None and rng.random() < self._prior:
-                return self._near(self._center, rng)
             return None  # too few scores anywhere yet: the study's sampler decides
-        if rng.random() < self._local:
-            return self._near(max(self._obs[rung].values(), key=lambda o: o[1])[0], rng)
         study, _ = self._model(rung)
         trial = study.ask()
         internals.define_space(self, trial)
         self._pending[trial_id] = (rung, trial.number)
         self._proposed += 1
-        return dict(trial.params)
-
-
-    def _near(self, center: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """A config of the space drawn near `center` (search.prior)."""
-        level = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(sampler=prior.AroundSampler(center, self._width, seed=int(rng.integers(2**31))))
-        optuna.logging.set_verbosity(level)
-        trial = study.ask()
-        internals.define_space(self, trial)
         return dict(trial.params)
 
 

@@ -83,3 +83,35 @@ def test_each_adapter_stays_within_its_budget_on_the_toy_benchmark(tool, toy, tm
         assert math.isfinite(x["quality"]) and math.isfinite(x["regret"]) and x["trials"] >= 1
         assert x["anytime"] and x["anytime"][-1][0] <= x["epochs"]
         assert set(x["pick"]) >= {"optimizer", "lr", "width"}
+    # runs already in a merged recording (--skip) are not run again
+    (tmp_path / "peers-toy.json").write_text(json.dumps(dict(runs=runs)))
+    again = subprocess.run([str(make_venvs.python(tool)), str(BENCH / "peers" / "run.py"), "--tool", tool,
+                            "--benchmark", toy, "--tasks", "a", "--compute", "3", "--workers", "2", "--seeds", "0-1",
+                            "--processes", "1", "--skip", str(tmp_path / "peers-toy.json"), "--out",
+                            str(tmp_path / "again.jsonl")], capture_output=True, text=True, timeout=600,
+                           env={**ENV, "SYNETUNE_FOLDER": str(tmp_path / "st")})
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert sorted((x["method"], x["seed"]) for x in map(json.loads, (tmp_path / "again.jsonl").read_text().splitlines())
+                  ) == sorted((x["method"], 1) for x in runs)
+
+
+def test_merging_a_new_recording_keeps_the_runs_recorded_before(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peers_record", BENCH / "peers" / "record.py")
+    record = importlib.util.module_from_spec(spec)  # (tests/bench/record.py has the same name)
+    spec.loader.exec_module(record)
+    monkeypatch.setattr(record, "DATA", tmp_path)
+    run = dict(tool="dehb", method="dehb", task="1", seed=0, workers=2, compute=4, quality=0.9, regret=0.1,
+               epochs=200, overshoot=0, refused=1, trials=9, seconds=0.1, anytime=[[4, 1.0], [200, 0.1]])
+    (tmp_path / "peers-b.json").write_text(json.dumps(dict(benchmark="b", tools={"dehb": "0.1.2"}, seeds=[0],
+                                                           errors=0, runs=[run])))
+    (tmp_path / ".parts").mkdir()
+    new = [dict(run, tool="smac", method="smac-hyperband", version="2.4.1", seed=1),
+           dict(run, seed=0, quality=0.95),  # the same run recorded again: the new one counts
+           dict(tool="smac", method="smac-hyperband", task="2", seed=0, workers=2, compute=4, error="Boom")]
+    (tmp_path / ".parts" / "peers-b-smac.jsonl").write_text("".join(json.dumps(r) + "\n" for r in new))
+    data = json.loads(record.merge("b").read_text())
+    assert data["tools"] == {"dehb": "0.1.2", "smac": "2.4.1"} and data["seeds"] == [0, 1] and data["errors"] == 1
+    assert sorted((r["method"], r["seed"], r["quality"]) for r in data["runs"]) == [
+        ("dehb", 0, 0.95), ("smac-hyperband", 1, 0.9)]

@@ -4,7 +4,8 @@ birdtune's own dependencies (the tools pin numpy, torch and ConfigSpace differen
     python tests/bench/peers/make_venvs.py [--tools optuna,synetune,smac,dehb,neps] [--root DIR] [--force]
 
 The environments go to DIR (default ~/.cache/birdtune/peers/<tool>); each gets pip, the tool and what the
-replay's benchmarks read with (numpy, ONNX Runtime, pandas, pyarrow, scipy). Prints each tool's installed
+replay's benchmarks read with (numpy, ONNX Runtime, pandas, pyarrow, scipy, and
+Optuna, whose RandomSampler draws a benchmark's reference sample). Prints each tool's installed
 version; a tool whose install fails is reported in one line and the others go on. Not collected by pytest.
 """
 from __future__ import annotations

@@ -2,11 +2,11 @@
 equal-compute cells and seeds (run.py), merged into tests/bench/data/peers-<benchmark>.json, which
 `tests/bench/replay.py --peers FILE` adds to its tables.
 
-    python tests/bench/peers/record.py [--tools optuna,synetune,smac,dehb,neps] [--benchmark lcbench]
+    python tests/bench/peers/record.py [--tools optuna,synetune,smac,dehb,neps] [--methods M,...] [--benchmark lcbench]
         [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9] [--processes 2]
 
 Each tool's runs first go to tests/bench/data/.parts/peers-<benchmark>-<tool>.jsonl (a recording that stops
-continues where it was); then every part is merged: the tools' versions, the seeds, and per run its task, cell,
+continues where it was; runs already in peers-<benchmark>.json are not run again); then every part is merged: the tools' versions, the seeds, and per run its task, cell,
 seed, the pick's full-length quality and normalised regret, the epochs it used (and any overshoot), the jobs
 refused for the budget, its wall time and its anytime curve (at most 16 points). Not collected by pytest.
 """
@@ -54,7 +54,7 @@ def merge(benchmark: str) -> Path:
             if "error" in r:
                 failed.add(key(r))
                 continue
-            tools[r["tool"]] = r.get("version")
+            tools[r["tool"]] = r.get("version") or tools.get(r["tool"])
             runs[key(r)] = {**{k: r[k] for k in KEEP if k in r}, "anytime": thin(r.get("anytime", []))}
     errors = len(failed - set(runs))  # runs that failed and never succeeded since
     runs = sorted(runs.values(), key=lambda r: (r["tool"], r["method"], r["compute"], r["workers"], str(r["task"]), r["seed"]))
@@ -66,6 +66,7 @@ def merge(benchmark: str) -> Path:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--methods", help="only these of the tools' methods (default: all of each tool's)")
     p.add_argument("--benchmark", default="lcbench")
     p.add_argument("--tasks", default="all")
     p.add_argument("--compute", default="4,8,16,32")
@@ -82,10 +83,16 @@ def main() -> int:
             failed += 1
             continue
         env = {**os.environ, "SYNETUNE_FOLDER": str(DATA / ".parts" / "synetune"), "PYTHONWARNINGS": "ignore"}
-        r = subprocess.run([str(python(tool)), str(HERE / "run.py"), "--tool", tool, "--benchmark", args.benchmark,
-                            "--tasks", args.tasks, "--compute", args.compute, "--workers", args.workers, "--seeds",
-                            args.seeds, "--processes", str(args.processes), "--out",
-                            str(DATA / ".parts" / f"peers-{args.benchmark}-{tool}.jsonl")], env=env)
+        cmd = [str(python(tool)), str(HERE / "run.py"), "--tool", tool, "--benchmark", args.benchmark, "--tasks",
+               args.tasks, "--compute", args.compute, "--workers", args.workers, "--seeds", args.seeds, "--processes",
+               str(args.processes), "--skip", str(DATA / f"peers-{args.benchmark}.json"), "--out",
+               str(DATA / ".parts" / f"peers-{args.benchmark}-{tool}.jsonl")]
+        if args.methods:
+            mine = [m for m in args.methods.split(",") if m.split("-")[0] == tool]  # methods are named <tool>-...
+            if not mine:
+                continue
+            cmd += ["--methods", ",".join(mine)]
+        r = subprocess.run(cmd, env=env)
         failed += r.returncode != 0
     print(f"record: wrote {merge(args.benchmark)}")
     return 1 if failed else 0

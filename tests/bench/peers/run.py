@@ -1,10 +1,10 @@
 """Run one peer tool's methods on a benchmark's tasks, equal-compute cells and seeds, in the tool's own venv
 (tests/bench/peers/make_venvs.py), appending one JSON line per run; runs already in the file are skipped, so
-an interrupted recording continues.
+an interrupted recording continues, and so are the runs already in --skip (a merged peers-<benchmark>.json).
 
     <tool venv>/bin/python tests/bench/peers/run.py --tool optuna [--methods optuna-hyperband,optuna-sha]
         [--benchmark lcbench] [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9]
-        [--processes 2] --out FILE.jsonl
+        [--processes 2] [--skip RECORDED.json] --out FILE.jsonl
 
 Each adapter (tests/bench/peers/<tool>_peer.py) gives METHODS and run(bench, task, seed, workers, compute,
 method) -> its record (tests/bench/peers/common.py). Not collected by pytest.
@@ -60,6 +60,7 @@ def main() -> int:
     p.add_argument("--workers", default="2,4")
     p.add_argument("--seeds", default="0-9")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--skip", help="a merged peers-<benchmark>.json: its runs are not run again")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     sys.path.insert(0, str(HERE.parent))
@@ -77,10 +78,16 @@ def main() -> int:
             r = json.loads(line)
             if "error" not in r:
                 done.add((r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"]))
+    recorded = set()
+    if args.skip and Path(args.skip).is_file():
+        recorded = {(r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"])
+                    for r in json.loads(Path(args.skip).read_text())["runs"] if r["tool"] == args.tool}
+    done |= recorded
     jobs = [(args.tool, args.benchmark, t, s, w, c, m) for c in map(int, args.compute.split(","))
             for w in map(int, args.workers.split(",")) for t in tasks for s in seeds_of(args.seeds) for m in methods
             if (m, t, s, w, c) not in done]
-    print(f"{args.tool}: {len(jobs)} runs ({len(done)} already in {out})", flush=True)
+    print(f"{args.tool}: {len(jobs)} runs ({len(done - recorded)} already in {out}, {len(recorded)} in {args.skip})"
+          if recorded else f"{args.tool}: {len(jobs)} runs ({len(done)} already in {out})", flush=True)
     t0, errors = time.time(), 0
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool, out.open("a") as fh:
         for i, r in enumerate(pool.imap_unordered(_job, jobs), 1):
