@@ -58,8 +58,10 @@ def merge(benchmark: str) -> Path:
             runs[key(r)] = {**{k: r[k] for k in KEEP if k in r}, "anytime": thin(r.get("anytime", []))}
     errors = len(failed - set(runs))  # runs that failed and never succeeded since
     runs = sorted(runs.values(), key=lambda r: (r["tool"], r["method"], r["compute"], r["workers"], str(r["task"]), r["seed"]))
-    out.write_text(json.dumps({"benchmark": benchmark, "tools": tools, "seeds": sorted({r["seed"] for r in runs}),
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # whole or not at all: two recordings may merge at once
+    tmp.write_text(json.dumps({"benchmark": benchmark, "tools": tools, "seeds": sorted({r["seed"] for r in runs}),
                                "errors": errors, "runs": runs}, separators=(",", ":")))
+    os.replace(tmp, out)
     return out
 
 
