@@ -209,3 +209,28 @@ def test_the_tail_fill_keeps_the_replays_workers_busy_after_the_last_trial_start
     assert on["epochs"] == off["epochs"] + on["continued_epochs"]  # the same search, plus the continued epochs
     assert on["wall_s"] <= off["wall_s"] + 1e-9 and on["utilisation"] > off["utilisation"]
     assert on["utilisation"] == pytest.approx(on["epochs"] * 1.0 / (4 * on["wall_s"]))
+
+
+def test_peers_join_the_tables_and_a_cell_recorded_on_some_tasks_is_left_out(tmp_path, capsys):
+    def run(method, task, seed, compute, regret):
+        return dict(tool=method.split("-")[0], method=method, task=task, seed=seed, workers=2, compute=compute,
+                    quality=1 - regret, regret=regret, epochs=27 * compute // 3, overshoot=0)
+
+    peers = [run("p1-x", t, s, 3, 0.5 + 0.1 * s) for t in "ab" for s in range(2)] + [run("p2-y", "a", 0, 6, 0.1)]
+    path = tmp_path / "peers-toy.json"
+    path.write_text(json.dumps(dict(benchmark="toy", tools={}, seeds=[0, 1], errors=0, runs=peers)))
+    got = replay.read_peers(str(path), "toy", ["a", "b"], [("compute", 3, 2), ("compute", 6, 2)])
+    assert sorted({(r["method"], r["compute"]) for r in got}) == [("p1-x", 3)]
+    assert "p2-y left out at compute 6 x 2: recorded on 1 of the 2 tasks" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="holds toy, not lcbench"):
+        replay.read_peers(str(path), "lcbench", ["a"], [("compute", 3, 2)])
+    mine = [dict(run(m, t, s, 3, r), benchmark="toy", suggest_ms=1.0) for t in "ab" for s in range(4)
+            for m, r in (("birdtune", 0.1 + 0.01 * s), ("stock", 0.3), ("random_full", 0.4))]
+    _, agg = replay.summarize(mine + got, ["random_full", "stock", "birdtune"])
+    bt = next(r for r in agg if r["method"] == "birdtune")
+    assert bt["compute"] == 3 and bt["mean_rank"] == 1.0 and bt["seeds"] == 4 and bt["tasks"] == 2
+    assert set(bt["p_vs_holm"]) == {"random_full", "stock", "p1-x"}
+    assert bt["ci_low"] <= bt["mean_norm_regret"] <= bt["ci_high"]
+    assert math.isclose(bt["p_vs"]["p1-x"], 0.25)  # two tasks, both lower: the exact one-sided Wilcoxon p
+    p1 = next(r for r in agg if r["method"] == "p1-x")
+    assert p1["mean_rank"] == 4.0 and math.isclose(p1["mean_norm_regret"], 0.55)

@@ -570,14 +570,24 @@ def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: 
 
 def read_peers(path: str, bench: str, tasks: list[str], cells: list[tuple]) -> list[dict]:
     """The peers' recorded runs (tests/bench/peers/) of this benchmark, tasks and cells, as rows (their seeds
-    are their own: peers are compared over the tasks' mean regrets)."""
+    are their own: peers are compared over the tasks' mean regrets). A peer's cell recorded on only some of the
+    tasks is left out, and said so: its mean would be over other tasks than the rest's."""
     data = json.loads(Path(path).read_text())
     if data.get("benchmark") not in (None, bench):
         raise ValueError(f"--peers {path} holds {data.get('benchmark')}, not {bench}")
-    out = []
+    by: dict[tuple, list[dict]] = {}
     for r in data["runs"]:
         if str(r["task"]) in tasks and cell_of(r) in cells:
-            out.append({**r, "task": str(r["task"]), "benchmark": bench, "suggest_ms": r.get("suggest_ms", float("nan"))})
+            by.setdefault((r["method"], cell_of(r)), []).append(
+                {**r, "task": str(r["task"]), "benchmark": bench, "suggest_ms": r.get("suggest_ms", float("nan"))})
+    out = []
+    for (method, (_, size, workers)), runs in by.items():
+        have = len({r["task"] for r in runs})
+        if have < len(set(tasks)):
+            print(f"peers: {method} left out at compute {size} x {workers}: recorded on {have} of the {len(set(tasks))} "
+                  "tasks", file=sys.stderr)
+            continue
+        out += runs
     return out
 
 

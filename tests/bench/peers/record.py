@@ -2,13 +2,14 @@
 equal-compute cells and seeds (run.py), merged into tests/bench/data/peers-<benchmark>.json, which
 `tests/bench/replay.py --peers FILE` adds to its tables.
 
-    python tests/bench/peers/record.py [--tools optuna,synetune,smac,dehb,neps] [--methods M,...] [--benchmark lcbench]
-        [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9] [--processes 2]
+    python tests/bench/peers/record.py [--tools optuna,synetune,smac,dehb,neps] [--methods M,...]
+        [--benchmark lcbench] [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9] [--processes 2]
 
 Each tool's runs first go to tests/bench/data/.parts/peers-<benchmark>-<tool>.jsonl (a recording that stops
-continues where it was; runs already in peers-<benchmark>.json are not run again); then every part is merged: the tools' versions, the seeds, and per run its task, cell,
-seed, the pick's full-length quality and normalised regret, the epochs it used (and any overshoot), the jobs
-refused for the budget, its wall time and its anytime curve (at most 16 points). Not collected by pytest.
+continues where it was; runs already in peers-<benchmark>.json are not run again); then every part is merged:
+the tools' versions, the seeds, and per run its task, cell, seed, the pick's full-length quality and normalised
+regret, the epochs it used (and any overshoot), the jobs refused for the budget, its wall time and its anytime
+curve (at most 16 points). Not collected by pytest.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ DATA = HERE.parent / "data"
 sys.path.insert(0, str(HERE))
 
 from make_venvs import TOOLS, python, version  # noqa: E402
+from run import key  # noqa: E402
 
 KEEP = ("tool", "method", "task", "seed", "workers", "compute", "quality", "regret", "epochs", "overshoot", "refused",
         "trials", "seconds")
@@ -35,10 +37,6 @@ def thin(anytime: list, n: int = 16) -> list:
         return anytime
     step = len(anytime) / (n - 1)
     return [anytime[int(i * step)] for i in range(n - 1)] + [anytime[-1]]
-
-
-def key(r: dict) -> tuple:
-    return r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"]
 
 
 def merge(benchmark: str) -> Path:

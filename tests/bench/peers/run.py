@@ -35,6 +35,11 @@ def seeds_of(text: str) -> list[int]:
     return out
 
 
+def key(r: dict) -> tuple:
+    """A run's identity: method, task, seed, workers, compute."""
+    return r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"]
+
+
 def _job(args) -> dict:
     tool, bench_spec, task, seed, workers, compute, method = args
     import benchmarks
@@ -77,11 +82,10 @@ def main() -> int:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             if "error" not in r:
-                done.add((r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"]))
+                done.add(key(r))
     recorded = set()
     if args.skip and Path(args.skip).is_file():
-        recorded = {(r["method"], str(r["task"]), r["seed"], r["workers"], r["compute"])
-                    for r in json.loads(Path(args.skip).read_text())["runs"] if r["tool"] == args.tool}
+        recorded = {key(r) for r in json.loads(Path(args.skip).read_text())["runs"] if r["tool"] == args.tool}
     done |= recorded
     jobs = [(args.tool, args.benchmark, t, s, w, c, m) for c in map(int, args.compute.split(","))
             for w in map(int, args.workers.split(",")) for t in tasks for s in seeds_of(args.seeds) for m in methods
