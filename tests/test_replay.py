@@ -234,3 +234,11 @@ def test_peers_join_the_tables_and_a_cell_recorded_on_some_tasks_is_left_out(tmp
     assert math.isclose(bt["p_vs"]["p1-x"], 0.25)  # two tasks, both lower: the exact one-sided Wilcoxon p
     p1 = next(r for r in agg if r["method"] == "p1-x")
     assert p1["mean_rank"] == 4.0 and math.isclose(p1["mean_norm_regret"], 0.55)
+
+
+def test_the_anytime_plot_draws_a_line_per_method_past_the_colour_cycle(tmp_path):
+    rows = [dict(method=f"m{k}", task="a", seed=0, workers=2, compute=3, epochs=27, regret=0.1,
+                 anytime=[[1, 1.0], [9, 0.5 / (k + 1)], [27, 0.1]]) for k in range(12)]
+    out = tmp_path / "plot.png"
+    replay.anytime_plot(rows, [f"m{k}" for k in range(12)], ("compute", 3, 2), out, "toy")
+    assert out.stat().st_size > 10_000

@@ -451,7 +451,7 @@ def anytime_plot(rows: list[dict], methods: list[str], cell: tuple, path: Path, 
 
     fig, ax = plt.subplots(figsize=(7, 4))
     n = 0
-    for method in methods:
+    for k, method in enumerate(methods):
         runs = [r for r in rows if r["method"] == method and cell_of(r) == cell and r.get("anytime")]
         if not runs:
             continue
@@ -462,7 +462,8 @@ def anytime_plot(rows: list[dict], methods: list[str], cell: tuple, path: Path, 
             e, reg = (np.asarray(v, float) for v in zip(*r["anytime"]))
             i = np.searchsorted(e, grid, side="right") - 1  # the incumbent after the last epoch <= x
             curves.append(np.where(i >= 0, reg[np.clip(i, 0, None)], reg[0]))
-        ax.plot(grid, np.mean(curves, axis=0), label=method, lw=2 if method == "birdtune" else 1)
+        ax.plot(grid, np.mean(curves, axis=0), label=method, lw=2 if method == "birdtune" else 1,
+                ls="-" if k < 10 else "--")  # (the colour cycle has 10 colours)
     kind, size, workers = cell
     what = f"compute of {size} full-length trials" if kind == "compute" else f"{size} trials"
     ax.set(xlabel="trial-epochs used", ylabel="mean normalised regret", yscale="log",
