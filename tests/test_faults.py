@@ -166,7 +166,10 @@ def kill_later():  # while a trial is running on the worker node, past its first
     while not (hit := on_worker()):
         time.sleep(0.05)
     cluster.remove_node(worker, allow_graceful=False)
-    print("NODE REMOVED", worker.node_id, hit[0], hit[1], flush=True)
+    # one write: Ray's log thread prints the workers' lines to this stdout meanwhile, and print() writes each
+    # argument on its own (a worker's line once landed inside this one)
+    sys.stdout.write(f"NODE REMOVED {worker.node_id} {hit[0]} {hit[1]}\n")
+    sys.stdout.flush()
 threading.Thread(target=kill_later, daemon=True).start()
 code = run.main(["--space", "smoke", "--no-dashboard", "--storage-path", sys.argv[1], "--name", "node",
                  "--num-samples", "4", "--epochs", sys.argv[2], "--scheduler", "none", "--concurrency", "2",
@@ -181,9 +184,9 @@ def test_a_trial_running_on_a_lost_node_continues_from_its_checkpoint_on_the_oth
     epochs = 6  # no early stopping and six epochs: the trial found running on the worker is still running
     r = subprocess.run([sys.executable, "-c", NODE_LOSS, str(tmp_path), str(epochs)], capture_output=True,
                        text=True, env=ENV, timeout=500)
-    removed = [line.split() for line in r.stdout.splitlines() if line.startswith("NODE REMOVED")]
+    removed = re.findall(r"NODE REMOVED (\S+) (\S+) (\d+)\n", r.stdout)
     assert removed, r.stdout[-3000:] + r.stderr[-3000:]
-    lost_node, victim, last_seen = removed[0][2], removed[0][3], int(removed[0][4])
+    lost_node, victim, last_seen = removed[0][0], removed[0][1], int(removed[0][2])
     # on two nodes every trial gets a fresh worker (Ray 2.60 errors a trial handed a cached actor whose
     # node died, rather than retrying it)
     assert "REUSE ACTORS False" in r.stdout
