@@ -75,6 +75,10 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--merge-only", action="store_true", help="only merge the parts recorded so far")
     args = p.parse_args()
+    stray = [m for m in (args.methods or "").split(",") if m and m.split("-")[0] not in args.tools.split(",")]
+    if stray:  # methods are named <tool>-...
+        print(f"record: {', '.join(stray)} not a method of --tools {args.tools}", file=sys.stderr)
+        return 2
     (DATA / ".parts").mkdir(parents=True, exist_ok=True)
     failed = 0
     for tool in [] if args.merge_only else args.tools.split(","):
@@ -88,7 +92,7 @@ def main() -> int:
                str(args.processes), "--skip", str(DATA / f"peers-{args.benchmark}.json"), "--out",
                str(DATA / ".parts" / f"peers-{args.benchmark}-{tool}.jsonl")]
         if args.methods:
-            mine = [m for m in args.methods.split(",") if m.split("-")[0] == tool]  # methods are named <tool>-...
+            mine = [m for m in args.methods.split(",") if m.split("-")[0] == tool]
             if not mine:
                 continue
             cmd += ["--methods", ",".join(mine)]

@@ -90,8 +90,8 @@ def main() -> int:
     jobs = [(args.tool, args.benchmark, t, s, w, c, m) for c in map(int, args.compute.split(","))
             for w in map(int, args.workers.split(",")) for t in tasks for s in seeds_of(args.seeds) for m in methods
             if (m, t, s, w, c) not in done]
-    print(f"{args.tool}: {len(jobs)} runs ({len(done - recorded)} already in {out}, {len(recorded)} in {args.skip})"
-          if recorded else f"{args.tool}: {len(jobs)} runs ({len(done)} already in {out})", flush=True)
+    print(f"{args.tool}: {len(jobs)} runs ({len(done - recorded)} already in {out}"
+          + (f", {len(recorded)} in {args.skip})" if recorded else ")"), flush=True)
     t0, errors = time.time(), 0
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool, out.open("a") as fh:
         for i, r in enumerate(pool.imap_unordered(_job, jobs), 1):
