@@ -97,13 +97,16 @@ class Meter:
         self.budget, self.before = budget, spent
         self.epochs = spent.epochs
         self.full = False  # no new trial fits in what is left and none runs (set by the searcher)
+        # paused trials ASHA promoted, running again from their checkpoints -> their last epoch (set by the
+        # scheduler, which sees every trial end: the searcher is not told of a continued trial's)
+        self.continuing: dict[str, int] = {}
         self._t0: float | None = None
         self._stopped_at: float | None = None  # when stop_all first said the budget was spent
         self._seconds: list[float] = []  # each result's epoch time, for the time a new trial's first rung takes
 
     def __getstate__(self):  # pickled with the Tuner: the clock starts again in the run that unpickles it
         return {"budget": self.budget, "before": self.before, "epochs": self.epochs, "full": False, "_t0": None,
-                "_stopped_at": None, "_seconds": []}
+                "_stopped_at": None, "_seconds": [], "continuing": {}}
 
     def exhausted(self) -> bool:
         """Whether the budget ended the search: spent, or too little left for another trial."""

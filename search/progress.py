@@ -48,7 +48,7 @@ class LiveView(tune.Callback):
         self.best: tuple[float, int | str, int, dict[str, Any]] | None = None  # cmap, trial index, epoch, config
         self.finished = 0
         self.ended: dict[str, str] = {}  # trial_id -> the status it ended with (a continued trial ends again)
-        self.continued = 0  # trials the tail fill continued (search.scheduler.TailFill)
+        self.continued = 0  # trials continued from their checkpoints (ASHA's promotions, or search.scheduler.TailFill)
         self.restored: set[str] = set()  # ended before this run (a --resume may start a cut one again)
         self._drawn = 0  # lines of the block on screen
         self._seen_restored = False
@@ -65,10 +65,12 @@ class LiveView(tune.Callback):
         self.running[trial.trial_id] = trial
         self.epoch.setdefault(trial.trial_id, 0)
         if trial.trial_id in self.ended and trial.trial_id not in self.restored:
-            # ended in this run, and started again: the tail fill continues it from its checkpoint
+            # ended in this run, and started again from its checkpoint: with a budget, ASHA promoted it from
+            # the rung it was paused at; else the tail fill continues it
             self.continued += 1
-            self._line(f"trial {self.index(trial):>3} continued from epoch {self.epoch[trial.trial_id]} "
-                       "on a worker the search's tail left idle")
+            why = ("promoted: among the best of its rung" if self.meter is not None and self.total is None
+                   else "on a worker the search's tail left idle")
+            self._line(f"trial {self.index(trial):>3} continued from epoch {self.epoch[trial.trial_id]} {why}")
         self._redraw(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -97,6 +97,7 @@ class AshaAwareOptunaSearch(OptunaSearch):
             return None
         done = internals.completed(self)
         running = [self._last_epoch.get(t, 0) for t in internals.ot_trials(self) if t not in done]
+        running += list(self._meter.continuing.values())  # paused trials ASHA promoted (search.scheduler)
         if self._meter.allows(owed(running, self._rungs), self._rungs[0], self._concurrency):
             return None
         if running:

@@ -148,7 +148,7 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
             if hasattr(searcher, "resume_with"):
                 searcher.resume_with(journal=opts.journal, study=opts.study, known=resumed.known, meter=gauge)
             if hasattr(scheduler, "resume_with"):
-                scheduler.resume_with(journal=opts.journal)
+                scheduler.resume_with(journal=opts.journal, meter=gauge)
             return _this_run(tuner, run_config(plan, cluster, opts.name, opts.storage_path, spec.num_samples, callbacks,
                                                stop=gauge, on_lost=on_lost))
     if spec.study:
@@ -157,6 +157,8 @@ def search_tuner(plan: Plan, cluster: Cluster, make: Callable = make_search, cal
     gauge = meter(plan)
     if gauge is not None and hasattr(searcher, "use_budget"):
         searcher.use_budget(gauge)
+    if gauge is not None and hasattr(scheduler, "use_budget"):
+        scheduler.use_budget(gauge)
     trials = (f"{spec.num_samples} trials" if spec.num_samples else "trials") + f" of up to {spec.max_t} epochs"
     if spec.budget:
         trials += f"{' or' if spec.num_samples else ''} until a budget of {spec.budget.describe()} would be spent"

@@ -247,3 +247,27 @@ def test_the_tail_fill_continues_stopped_trials_from_their_checkpoints_while_the
     done = [int(n) for n in re.findall(r"\] +(\d+)/4 trial", r.stdout)]
     assert max(done) == 4 and sorted(set(done)) == [1, 2, 3, 4], r.stdout[-3000:]
     assert "4 trials (" in r.stdout
+
+
+def test_with_a_budget_asha_pauses_a_trial_and_continues_it_from_its_checkpoint_when_promoted(tmp_path):
+    # --epoch-budget with no trial count: ASHA pauses every trial at its rungs until it ranks among the best
+    # half there (smoke: rungs 1 and 2, reduction 2). The warm start leads (cmAP 0.99): alone at rung 1 it
+    # pauses, and once a second trial is recorded there it is promoted, on the one worker, before a new trial.
+    r = search(tmp_path, "promo", "--epoch-budget", "10", "--concurrency", "1",
+               fault=f"slow@lr={WARM_LR};seconds=0;lead=1", fault_dir=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from search import journal
+
+    events = journal.read(str(tmp_path / "promo" / "results_log.jsonl"))
+    table = trials(tmp_path, "promo")
+    warm = table[table.lr == WARM_LR].iloc[0]
+    mine = [e for e in journal.results(events) if e["trial_id"] == warm["trial_id"]]
+    # paused at epoch 1 (its result ended the trial), then on from its checkpoint: no epoch repeated or lost
+    assert mine[0]["epoch"] == 1 and mine[0]["done"] and len(mine) >= 2, mine
+    assert [e["epoch"] for e in mine] == list(range(1, len(mine) + 1)) and warm["epochs"] == len(mine)
+    assert f"trial {warm['trial_index']:>3} continued from epoch 1 promoted: among the best of its rung" in r.stdout
+    assert table.epochs.sum() <= 10 + 1 and "of 10 trial-epochs (the budget ended the search)" in r.stdout
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "promo" / "best" / "config.yaml").read_text())
+    assert best["lr"] == pytest.approx(WARM_LR)  # the continued trial's best epoch is exported

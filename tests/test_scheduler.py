@@ -68,14 +68,14 @@ def test_the_factory_makes_asha_or_fifo_and_refuses_unknown_names():
         make_scheduler("pbt", max_t=3, grace_period=1, reduction_factor=2)
 
 
-def test_a_compute_budget_promotes_the_share_of_the_trials_recorded_so_far():
-    """No number of trials (--time-budget / --epoch-budget): rung 1 promotes at most ceil(2.5 x (n + 1) / 4)
-    of the n + 1 trials recorded there, then only new leaders; with 16 trials its cap would be 10."""
+def test_a_compute_budget_without_promotions_promotes_the_share_of_the_trials_recorded_so_far():
+    """No number of trials and promote=False: rung 1 promotes at most ceil(2.5 x (n + 1) / 4) of the n + 1
+    trials recorded there, then only new leaders; with 16 trials its cap would be 10."""
     scores = [0.5, 0.6, 0.55, 0.7, 0.69, 0.695]
 
     def decisions(num_samples):
         asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1,
-                            reduction_factor=4, num_samples=num_samples)
+                            reduction_factor=4, num_samples=num_samples, promote=False)
         return asha, [asha.decide(f"t{i}", 1, s) for i, s in enumerate(scores)]
 
     open_ended, seen = decisions(None)
@@ -84,6 +84,86 @@ def test_a_compute_budget_promotes_the_share_of_the_trials_recorded_so_far():
     assert seen == ["CONTINUE", "CONTINUE", "STOP", "CONTINUE", "CONTINUE", "STOP"]
     assert open_ended.decide("t6", 1, 0.71) == "CONTINUE"  # a new leader always goes on
     assert decisions(16)[1][-1] == "CONTINUE"  # within the cap of a 16-trial search
+
+
+def test_a_compute_budget_pauses_trials_and_promotes_the_best_quarter_of_each_rung_highest_rung_first():
+    """No number of trials (--time-budget / --epoch-budget): ASHA's promotion rule. A trial at a rung goes on
+    only while it ranks among the best floor(n / 4) of the n recorded there and was not promoted before; the
+    others pause, and a paused trial is promoted once it ranks so, from the highest rung first."""
+    asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=16, grace_period=1,
+                        reduction_factor=4, num_samples=None)
+    assert asha.promote and asha._rungs == [1, 4]
+    assert [asha.decide(f"t{i}", 1, v) for i, v in enumerate([0.5, 0.6, 0.55])] == ["STOP"] * 3  # 3 // 4 = 0
+    assert asha.choose_promotion() is None
+    assert asha.decide("t3", 1, 0.4) == "STOP"  # 4 recorded: the best one (t1) may go on, not t3
+    assert asha.choose_promotion() == "t1" and asha.choose_promotion() is None  # promoted once only
+    assert asha.decide("t1", 2, 0.61) == "CONTINUE"  # between rungs: goes on
+    assert asha.decide("t1", 4, 0.7) == "STOP"  # alone at rung 4: paused there
+    assert asha.decide("t4", 1, 0.3) == "STOP"
+    assert asha.decide("t5", 1, 0.3) == "STOP"
+    assert asha.decide("t6", 1, 0.3) == "STOP"
+    assert asha.decide("t7", 1, 0.9) == "CONTINUE"  # 8 recorded, best 2: t7 and t1 (promoted): t7 goes on
+    for i, v in enumerate([0.1, 0.1, 0.1], start=8):
+        asha.decide(f"t{i}", 1, v)
+    assert asha.decide("t7", 4, 0.65) == "STOP" and asha.choose_promotion() is None  # rung 4: 2 // 4 = 0
+    asha.decide("t2", 1, 0.55)  # (already recorded: nothing changes)
+    for i in range(11, 13):
+        asha.decide(f"t{i}", 1, 0.2)
+    # rung 1 holds 12 (best 3: t7, t1, t2) and rung 4 holds 2: t2 goes on; t0 (0.5) ranks 4th
+    assert asha.choose_promotion(lambda tid: False if tid == "t2" else True) is None  # t2 cannot go on (no checkpoint)
+    assert asha.choose_promotion() is None  # and is never a candidate again
+    assert asha.decide("t13", 4, 0.8) == "STOP"  # rung 4's 3rd: it leads there, but 3 // 4 = 0
+    assert asha.decide("t14", 4, 0.5) == "STOP"  # the 4th: now 4 // 4 = 1
+    assert asha.choose_promotion() == "t13"  # the highest rung's best goes on
+    assert asha.decide("t13", 16, 0.85) == "STOP"  # max_t ends it
+    low = BudgetedASHA(time_attr="epoch", metric="loss", mode="min", max_t=16, grace_period=1, reduction_factor=2)
+    assert [low.decide(f"t{i}", 1, v) for i, v in enumerate([0.5, 0.4])] == ["STOP", "CONTINUE"]  # mode min
+
+
+def test_a_promoted_trial_goes_to_ray_on_a_free_worker_and_its_epochs_count_as_owed_by_the_budget():
+    """choose_trial_to_run hands Ray the paused trial it promotes (ended, with a checkpoint) before a pending
+    new one, only while a worker is free; a promoted trial with no checkpoint is skipped for good. The meter
+    holds the promoted trial's epoch until Ray ends it again, for the searcher's budget check."""
+    from search.budget import Budget, Meter
+
+    asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=16, grace_period=1,
+                        reduction_factor=2, workers=1)
+    meter = Meter(Budget(epochs=100))
+    asha.use_budget(meter)
+
+    class Trial(_T):
+        def __init__(self, tid, status, checkpoint):
+            super().__init__(tid)
+            self.status, self.checkpoint, self.last_result = status, checkpoint, {}
+
+    class Controller:
+        def __init__(self, trials):
+            self.trials = trials
+
+        def get_trials(self):
+            return self.trials
+
+    # rf 2: t0 pauses alone; then 2 // 2 = 1: t0 is the best, so t1, t2 pause; 4 // 2 = 2: t3 pauses too
+    for tid, v in (("t0", 0.9), ("t1", 0.8), ("t2", 0.7), ("t3", 0.6)):
+        assert asha.on_trial_result(None, _T(tid), {"epoch": 1, "cmap": v}) == "STOP"
+    trials = [Trial("t0", "TERMINATED", None), Trial("t1", "TERMINATED", "c"), Trial("t2", "TERMINATED", "c"),
+              Trial("t3", "TERMINATED", "c"), Trial("t4", "RUNNING", "c"), Trial("t5", "PENDING", None)]
+    # the one worker is busy (t4 runs): no promotion; Ray's FIFO choice, the pending trial, queues for it
+    assert asha.choose_trial_to_run(Controller(trials)).trial_id == "t5" and meter.continuing == {}
+    trials[4].status = "TERMINATED"
+    # t0 is promotable but has nothing to go on from: skipped for good; t1 goes before the pending t5
+    chosen = asha.choose_trial_to_run(Controller(trials))
+    assert chosen.trial_id == "t1" and "t0" not in asha._resumable and meter.continuing == {"t1": 1}
+    chosen.status = "PENDING"  # Ray stages it: the worker counts as taken, and t2, t3 stay paused
+    again = asha.choose_trial_to_run(Controller(trials))
+    assert again.status == "PENDING" and meter.continuing == {"t1": 1}  # FIFO's pick among the pending ones
+    chosen.status = "RUNNING"
+    assert asha.on_trial_result(None, _T("t1"), {"epoch": 2, "cmap": 0.8}) == "STOP"  # alone at rung 2: paused
+    assert meter.continuing == {"t1": 2}  # until Ray ends it
+    chosen.status = "TERMINATED"
+    asha.on_trial_complete(None, _T("t1"), {})
+    assert meter.continuing == {}
+    assert asha.choose_trial_to_run(Controller(trials)).trial_id == "t5"  # nothing promotable: FIFO's pick
 
 
 class _Clock:
@@ -209,3 +289,30 @@ def test_a_resumed_search_has_the_trials_its_journal_says_were_stopped_as_tail_f
     asha.on_trial_add(None, _T("d"))  # the first call rebuilds the rungs and the tail's records
     assert asha.tail.candidates == {"b"}  # a reached max_t, c diverged
     assert asha.tail.epoch_s("b") == 2.0 and asha.tail.running == {"d"}
+
+
+def test_a_resumed_budget_search_rebuilds_its_paused_and_promoted_trials_from_the_journal(tmp_path):
+    """Promote mode on --resume: a trial whose journal goes on past the rung it paused at was promoted there
+    (it is not promoted again); the trials still paused are candidates, a diverged one is not; then the
+    rebuilt rungs promote as the uninterrupted search would have."""
+    import json
+
+    from search.scheduler import ResumableASHA
+
+    journal = tmp_path / "results_log.jsonl"
+    rows = [("a", 1, 0.9, None), ("b", 1, 0.5, None), ("c", 1, 0.7, None), ("a", 2, 0.91, None),
+            ("d", 1, 0.95, "diverged")]
+    journal.write_text("".join(json.dumps({"event": "result", "trial_id": tid, "epoch": e, "cmap": v, "status": s,
+                                           "done": False}) + "\n" for tid, e, v, s in rows))
+    asha = ResumableASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=2,
+                         journal=str(journal))
+    asha.on_trial_add(None, _T("e"))  # the first call rebuilds the rungs from the journal
+    assert asha.promote and asha._promoted_ids[1] == {"a"} and asha._recorded[2] == {"a": 0.91}
+    # a went on from rung 1 and paused at rung 2; d diverged (its score a placeholder, ranked last)
+    assert asha._resumable == {"a": 2, "b": 1, "c": 1}
+    # rung 1 holds a, b, c, d: the best 2 are a (promoted) and c: c is promotable now
+    assert asha.choose_promotion() == "c" and asha.choose_promotion() is None
+    assert asha.on_trial_result(None, _T("e"), {"epoch": 1, "cmap": 0.1}) == "STOP"
+    # 6 recorded, best 3: a, c (promoted) and f (0.6 > b's 0.5): f goes straight on; b stays paused
+    assert asha.on_trial_result(None, _T("f"), {"epoch": 1, "cmap": 0.6}) == "CONTINUE"
+    assert asha.choose_promotion() is None

@@ -3,7 +3,8 @@ and last epoch, in launch order. tests/test_replay.py compares the two.
 
     python tests/bench/ray_trace.py --task 3945 --seed 0[,1,...] --trials 8 [--compute 0,C,...] [--lcbench-dir PATH]
 
-One worker (its process kept from trial to trial, as birdtune's local searches keep theirs): per seed a
+One worker (its process kept from trial to trial, as birdtune's local searches keep theirs; each epoch a checkpoint, from
+which a trial ASHA paused goes on when promoted): per seed a
 Tuner (one Ray instance for all) with birdtune's default searcher and scheduler (as search.tuning builds
 them, with the settings search.plan derives), max_concurrent_trials 1, and a function trainable that
 reports the surrogate's val_accuracy every epoch; one line `TRACE <seed> <compute> <json>` per seed and
@@ -39,8 +40,15 @@ def curve_trainable(config: dict, *, task: str, lcbench_dir: str | None) -> None
     if lcbench_dir not in _SURROGATES:
         _SURROGATES[lcbench_dir] = Surrogate(lcbench_dir)
     acc, _ = _SURROGATES[lcbench_dir].curves(task, [config])
-    for e in range(1, acc.shape[1] + 1):
-        tune.report({"epoch": e, "cmap": float(acc[0, e - 1])})
+    start = 0  # a trial ASHA paused and promoted goes on from its checkpoint, as birdtune's trainable does
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = int(Path(d, "epoch").read_text())
+    for e in range(start + 1, acc.shape[1] + 1):
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "epoch").write_text(str(e))
+            tune.report({"epoch": e, "cmap": float(acc[0, e - 1])}, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 def main() -> int:
@@ -82,6 +90,7 @@ def main() -> int:
         if compute:  # as search.tuning builds a search with --epoch-budget
             meter = Meter(Budget(epochs=compute * space.epochs))
             searcher.use_budget(meter)
+            scheduler.use_budget(meter)
             stop = BudgetStop(meter)
         run = tune.RunConfig(name=f"trace-{args.task}-{seed}-{compute}", verbose=0, storage_path=storage, stop=stop)
         tuner = tune.Tuner(trainable, run_config=run,

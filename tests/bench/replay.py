@@ -169,6 +169,8 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     meter = Meter(Budget(epochs=compute * max_t)) if compute else None
     if meter is not None and hasattr(searcher, "use_budget"):
         searcher.use_budget(meter)  # birdtune: the code --epoch-budget runs
+    if meter is not None and hasattr(scheduler, "use_budget"):
+        scheduler.use_budget(meter)
     events: list = []  # (time, order, trial_id)
     trials: dict[str, dict] = {}
     live: set[str] = set()  # trials running now
@@ -193,15 +195,20 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
             return meter.epochs + running + max_t <= meter.budget.epochs
         return True  # stock, random_asha: while the budget is not spent
 
-    def launch(now: float) -> bool:
+    pending: list[str] = []  # trials suggested and not started yet (promote mode: Ray's PENDING trials)
+    finished = [False]  # the searcher said FINISHED: Ray asks it no more
+
+    def launch(now: float, start: bool = True) -> bool:
         nonlocal created, driver, order
-        if not may_start():
+        if finished[0] or not may_start():
             return False
         tid = f"t{created:04d}"
         t0 = time.perf_counter()
         config = searcher.suggest(tid)
         dt = time.perf_counter() - t0
         suggest_s.append(dt)
+        if config == "FINISHED" and promote:
+            finished[0] = True
         if config is None or config == "FINISHED":
             return False
         created += 1
@@ -213,31 +220,58 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         trial = FakeTrial(tid, config)
         scheduler.on_trial_add(None, trial)
         trials[tid] = dict(trial=trial, scores=scores[0], seconds=seconds[0], quality=quality, epoch=0,
-                           config=config, done=False)
+                           config=config, done=False, told=False)
+        if not start:
+            pending.append(tid)
+            return True
         live.add(tid)
         heapq.heappush(events, (driver + seconds[0][0], order, tid))
         order += 1
         return True
 
+    promote = getattr(scheduler, "promote", False)  # birdtune's ASHA with a compute budget: paused trials go on
     sim_now = [0.0]  # the simulated clock, for the tail fill's choices
     tail = getattr(scheduler, "tail", None)
     if tail is not None:
         tail.clock = lambda: sim_now[0]
 
+    def resume(tid: str, now: float) -> None:  # a stopped trial goes on from its checkpoint
+        nonlocal order
+        st = trials[tid]
+        st["done"] = False
+        live.add(tid)
+        # (a simulated restart costs nothing, as a simulated trial start does not)
+        heapq.heappush(events, (max(now, driver) + st["seconds"][st["epoch"]], order, tid))
+        order += 1
+
     def fill(now: float) -> None:
         nonlocal order
-        while len(live) < workers and launch(now):
-            pass
+        if not promote:
+            while len(live) < workers and launch(now):
+                pass
+        else:  # as Ray's controller steps: the searcher is asked for trials while its concurrency limit (the
+            # trials it suggested and was not told the end of) allows, then the scheduler's choose_trial_to_run
+            # starts a paused trial it promotes before any of them
+            while len(pending) + sum(not trials[t]["told"] for t in live) < workers and launch(now, start=False):
+                pass
+            if finished[0] and not live:
+                return  # every trial has ended and the searcher is done: Ray's controller ends the search
+            while len(live) < workers:
+                tid = scheduler.choose_promotion(lambda t: trials[t]["done"] and t not in live)
+                if tid is not None:
+                    resume(tid, now)
+                elif pending:
+                    tid = pending.pop(0)
+                    live.add(tid)
+                    heapq.heappush(events, (max(now, driver) + trials[tid]["seconds"][0], order, tid))
+                    order += 1
+                else:
+                    break
         while tail is not None:  # the search's tail: a free worker continues a stopped trial (search.scheduler)
             tid = tail.choose(len(live))
             if tid is None:
                 return
-            st = trials[tid]
-            st["done"] = False
-            live.add(tid)
-            # (a simulated restart costs nothing, as a simulated trial start does not)
-            heapq.heappush(events, (max(now, driver) + st["seconds"][st["epoch"]], order, tid))
-            order += 1
+            resume(tid, now)
 
     fill(0.0)
     while events:
@@ -259,7 +293,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         anytime.append((epochs_used, (best_q - incumbent[1]) / scale))
         decision = scheduler.on_trial_result(None, st["trial"], result)
         if decision == TrialScheduler.STOP or e >= max_t:
-            st["done"] = True
+            st["done"] = st["told"] = True
             live.discard(tid)
             searcher.on_trial_complete(tid, result=result)
             scheduler.on_trial_complete(None, st["trial"], result)
