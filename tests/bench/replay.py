@@ -15,10 +15,11 @@ Benchmarks (tests/bench/benchmarks.py holds the protocol any benchmark follows, 
 Cells. `--budgets N` (trial-count cells): every method runs N trials. `--compute C` (equal-compute cells):
 every method may spend C full-length trials' worth of trial-epochs (C x the benchmark's epochs) and starts
 trials until that would be spent: birdtune through the same code as `--epoch-budget` (search.budget: its
-searcher starts a trial while the running ones' next rungs and the new one's first rung fit, and the search
-ends at the budget); random_full starts a full-length trial only while one fits; stock and random_asha, as a
-Ray Tune script with a trial-epochs stopper would, start trials while the budget is not spent and are cut
-when it is.
+searcher starts a trial while the running ones' next rungs and the new one's first rung fit, its ASHA pauses
+trials at its rungs and continues the ones it promotes before a new trial starts, as Ray's controller asks it,
+and the search ends at the budget); random_full starts a full-length trial only while one fits; stock and
+random_asha, as a Ray Tune script with a trial-epochs stopper would, start trials while the budget is not
+spent and are cut when it is.
 
 A simulated search drives the real objects through Ray Tune's public interfaces, without starting Ray: a
 Searcher's suggest / on_trial_result / on_trial_complete and a TrialScheduler's on_trial_add /
