@@ -70,6 +70,15 @@ class BudgetedASHA(FIFOScheduler):
         tail = workers if fill_workers == "workers" else fill_workers  # the tail fill's workers (None: it is off)
         self.tail = TailFill(self, num_samples, tail) if num_samples and tail else None
 
+    def __setstate__(self, state: dict) -> None:
+        """Restored from a search's saved state: one saved before promote mode existed stops trials as then."""
+        self.__dict__.update(state)
+        for key, default in (("promote", False), ("resumed", 0), ("meter", None), ("_workers", None)):
+            self.__dict__.setdefault(key, default)
+        self.__dict__.setdefault("_promoted_ids", {r: set() for r in self._rungs})
+        self.__dict__.setdefault("_resumable", {})
+        self.__dict__.setdefault("_going_on", set())
+
     def use_budget(self, meter) -> None:
         """The budget's meter, which the searcher reads when it decides whether a new trial fits: the epochs a
         promoted trial is owed count there as a running one's do."""

@@ -316,3 +316,18 @@ def test_a_resumed_budget_search_rebuilds_its_paused_and_promoted_trials_from_th
     # 6 recorded, best 3: a, c (promoted) and f (0.6 > b's 0.5): f goes straight on; b stays paused
     assert asha.on_trial_result(None, _T("f"), {"epoch": 1, "cmap": 0.6}) == "CONTINUE"
     assert asha.choose_promotion() is None
+
+
+def test_a_scheduler_saved_before_promote_mode_is_restored_stopping_trials_as_then():
+    import pickle
+
+    asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=4,
+                        num_samples=None, promote=False)
+    state = dict(asha.__dict__)
+    for key in ("promote", "resumed", "meter", "_workers", "_promoted_ids", "_resumable", "_going_on"):
+        del state[key]  # what a search saved by an earlier birdtune holds
+    old = BudgetedASHA.__new__(BudgetedASHA)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.promote is False and restored.decide("t0", 1, 0.5) == "CONTINUE"  # the first goes on
+    assert restored.choose_promotion() is None and restored.meter is None
