@@ -57,7 +57,8 @@ def outcome(exp: str, spec: SearchSpec | None = None, search: tuple[pd.DataFrame
     events = journal.read(storage.join(exp, layout.RESULTS_LOG))
     return Outcome(exp, spec, table, curves, imp, runs, rank, _choose(spec, table, found, runs, rank, sub),
                    cut_trials(exp), trust, spent=Spent.from_journal(events),
-                   budget_ended=bool(spec.budget) and any(e["event"] == journal.SPENT for e in events))
+                   budget_ended=bool(spec.budget) and any(e["event"] == journal.SPENT for e in events),
+                   continued=journal.continued(events))
 
 
 def _choose(spec: SearchSpec, table: pd.DataFrame, found, runs, rank, sub) -> Best | None:

@@ -67,6 +67,18 @@ def results(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["event"] == RESULT]
 
 
+def continued(events: Iterable[dict[str, Any]]) -> int:
+    """How many trials went on from their checkpoints after a result had ended them (ASHA paused them and
+    promoted them later, or the tail fill continued them)."""
+    stopped, again = set(), set()
+    for e in results(events):
+        if e["trial_id"] in stopped:
+            again.add(e["trial_id"])
+        if e.get("done"):
+            stopped.add(e["trial_id"])
+    return len(again)
+
+
 def ended(events: Iterable[dict[str, Any]]) -> dict[str, str]:
     """trial id -> Ray status of each trial the journal knows has ended: an end event, or a result that ended
     it (ASHA's STOP or its last epoch: Ray marks such a result done before it stops the trial)."""

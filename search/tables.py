@@ -186,6 +186,7 @@ class Outcome:
     trust: list = field(default_factory=list)  # importance.rung_trust: did each rung's ranks hold
     spent: Spent | None = None  # what the search spent, from its journal
     budget_ended: bool = False  # its compute budget ended it
+    continued: int = 0  # trials that went on from their checkpoints after they had ended (journal.continued)
 
     @property
     def counts(self) -> dict[str, int]:

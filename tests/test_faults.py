@@ -267,6 +267,7 @@ def test_with_a_budget_asha_pauses_a_trial_and_continues_it_from_its_checkpoint_
     assert [e["epoch"] for e in mine] == list(range(1, len(mine) + 1)) and warm["epochs"] == len(mine)
     assert f"trial {warm['trial_index']:>3} continued from epoch 1 promoted: among the best of its rung" in r.stdout
     assert table.epochs.sum() <= 10 + 1 and "of 10 trial-epochs (the budget ended the search)" in r.stdout
+    assert re.search(r"\d+ trials \(.*\), \d+ of them continued from (its checkpoint|their checkpoints) after", r.stdout)
     import yaml
 
     best = yaml.safe_load((tmp_path / "promo" / "best" / "config.yaml").read_text())

@@ -32,3 +32,15 @@ def test_the_summary_says_what_ran_what_it_cost_the_best_and_where_its_files_are
     assert f"python -m core.train --config {tmp_path}/e/best/config.yaml" in exported
     assert f"python -m core.predict --model {tmp_path}/e/best --audio" in exported  # data made from audio
     assert lines[-2:] == ["early stopping: epoch-1 ranks held", f"report: {tmp_path}/e/report.html"]
+
+
+def test_the_summary_counts_the_trials_that_went_on_from_their_checkpoints(tmp_path, capsys):
+    from search import journal
+
+    events = [{"event": "result", "trial_id": t, "epoch": e, "cmap": 0.5, "done": d}
+              for t, e, d in [("a", 1, True), ("b", 1, True), ("a", 2, False), ("a", 3, True), ("c", 1, False),
+                              ("c", 1, False)]]  # a paused and promoted; b stopped; c restarted (not ended)
+    assert journal.continued(events) == 1
+    print_summary(outcome(tmp_path, continued=1), 42.4)
+    assert ("3 trials (1 completed, 1 stopped_early, 1 errored), 1 of them continued from its checkpoint after "
+            "it had ended; 5 trial-epochs of at most 9; 42 s") in capsys.readouterr().out.splitlines()
