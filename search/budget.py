@@ -97,8 +97,9 @@ class Meter:
         self.budget, self.before = budget, spent
         self.epochs = spent.epochs
         self.full = False  # no new trial fits in what is left and none runs (set by the searcher)
-        # paused trials ASHA promoted, running again from their checkpoints -> their last epoch (set by the
-        # scheduler, which sees every trial end: the searcher is not told of a continued trial's)
+        # paused trials ASHA promoted, running again from their checkpoints -> their last epoch: the scheduler's
+        # own dict (search.scheduler.BudgetedASHA.use_budget; it sees every trial end, the searcher is not told
+        # of a continued trial's)
         self.continuing: dict[str, int] = {}
         self._t0: float | None = None
         self._stopped_at: float | None = None  # when stop_all first said the budget was spent

@@ -64,34 +64,25 @@ class BudgetedASHA(FIFOScheduler):
         self._promoted_ids: dict[int, set[str]] = {r: set() for r in self._rungs}
         self._resumable: dict[str, int] = {}  # paused trial -> the rung it is paused at (promote mode)
         self.resumed = 0  # paused trials continued (promote mode)
-        self.meter = None  # the budget's (search.budget.Meter): told which promoted trials run again
         self._workers = workers  # trials at once (promote mode: a paused trial is promoted onto a free worker)
-        self._going_on: set[str] = set()  # promoted trials Ray has not ended again
+        # promoted trials Ray has not ended again -> their last epoch; the budget's meter holds the same dict
+        self.continuing: dict[str, int] = {}
         tail = workers if fill_workers == "workers" else fill_workers  # the tail fill's workers (None: it is off)
         self.tail = TailFill(self, num_samples, tail) if num_samples and tail else None
 
     def __setstate__(self, state: dict) -> None:
         """Restored from a search's saved state: one saved before promote mode existed stops trials as then."""
         self.__dict__.update(state)
-        for key, default in (("promote", False), ("resumed", 0), ("meter", None), ("_workers", None)):
+        for key, default in (("promote", False), ("resumed", 0), ("_workers", None)):
             self.__dict__.setdefault(key, default)
         self.__dict__.setdefault("_promoted_ids", {r: set() for r in self._rungs})
         self.__dict__.setdefault("_resumable", {})
-        self.__dict__.setdefault("_going_on", set())
+        self.__dict__.setdefault("continuing", {})
 
     def use_budget(self, meter) -> None:
-        """The budget's meter, which the searcher reads when it decides whether a new trial fits: the epochs a
-        promoted trial is owed count there as a running one's do."""
-        self.meter = meter
-
-    def _running_again(self, trial_id: str, epoch: int | None) -> None:
-        if epoch is None:
-            self._going_on.discard(trial_id)
-        if self.meter is not None:
-            if epoch is None:
-                self.meter.continuing.pop(trial_id, None)
-            elif trial_id in self.meter.continuing:
-                self.meter.continuing[trial_id] = epoch
+        """The budget's meter (search.budget.Meter) holds the promoted trials running again, which the searcher
+        reads when it decides whether a new trial fits: the epochs they are owed count as a running trial's do."""
+        meter.continuing = self.continuing
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
@@ -154,9 +145,7 @@ class BudgetedASHA(FIFOScheduler):
                     self.not_resumable(tid)
                 elif can:
                     self.resume(tid)
-                    self._going_on.add(tid)
-                    if self.meter is not None:
-                        self.meter.continuing[tid] = rung
+                    self.continuing[tid] = rung
                     return tid
         return None
 
@@ -193,7 +182,8 @@ class BudgetedASHA(FIFOScheduler):
         epoch, value = int(result[self._time_attr]), result[self._metric]
         if self.promote and result.get("status") == "diverged":
             value = math.nan  # a placeholder score: ranked last at the rung
-        self._running_again(trial.trial_id, epoch)
+        if trial.trial_id in self.continuing:
+            self.continuing[trial.trial_id] = epoch
         if self.tail is None:
             decision = self.decide(trial.trial_id, epoch, value)
             if result.get("status") == "diverged":  # its score is a placeholder: never worth continuing
@@ -210,18 +200,18 @@ class BudgetedASHA(FIFOScheduler):
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result):
-        self._running_again(trial.trial_id, None)
+        self.continuing.pop(trial.trial_id, None)
         if self.tail is not None:  # (Ray calls this once the result's checkpoint is saved)
             self.tail.ended(trial.trial_id, failed=getattr(trial, "checkpoint", True) is None)
 
     def on_trial_error(self, tune_controller, trial):
-        self._running_again(trial.trial_id, None)
+        self.continuing.pop(trial.trial_id, None)
         self.not_resumable(trial.trial_id)
         if self.tail is not None:
             self.tail.ended(trial.trial_id, failed=True)
 
     def on_trial_remove(self, tune_controller, trial):
-        self._running_again(trial.trial_id, None)
+        self.continuing.pop(trial.trial_id, None)
         if self.tail is not None:
             self.tail.ended(trial.trial_id)
 
@@ -238,7 +228,7 @@ class BudgetedASHA(FIFOScheduler):
             if trial.status == "PENDING" and trial.trial_id in self._stopped and trial.trial_id not in filling:
                 tune_controller.search_alg.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
                 tune_controller.stop_trial(trial)
-        busy = sum(t.status == "RUNNING" or (t.status == "PENDING" and t.trial_id in self._going_on) for t in trials)
+        busy = sum(t.status == "RUNNING" or (t.status == "PENDING" and t.trial_id in self.continuing) for t in trials)
         if self.promote and (not self._workers or busy < self._workers):
             # a paused trial that ranks among its rung's best goes on, on a free worker, before any new trial
             by_id = {t.trial_id: t for t in trials}
@@ -428,9 +418,11 @@ class ResumableASHA(BudgetedASHA):
         self._journal, self._replayed = journal, False
 
     def resume_with(self, *, journal: str | None, meter=None) -> None:
-        """Where the restored search's journal is now, and this run's budget meter (tuning, on --resume)."""
+        """Where the restored search's journal is now, and this run's budget meter (tuning, on --resume): the
+        promoted trials Ray restarts from their checkpoints still count there."""
         self._journal = journal or self._journal
-        self.meter = meter
+        if meter is not None:
+            self.use_budget(meter)
 
     def _rebuild(self) -> None:
         if not self._replayed:
