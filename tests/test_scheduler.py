@@ -10,6 +10,24 @@ class _T:
         self.trial_id, self.config, self.status = trial_id, {}, "RUNNING"
 
 
+class Trial(_T):
+    """What choose_trial_to_run reads of a Ray Trial."""
+
+    def __init__(self, tid, status, checkpoint):
+        super().__init__(tid)
+        self.status, self.checkpoint, self.last_result = status, checkpoint, {}
+
+
+class Controller:
+    """What choose_trial_to_run reads of Ray's TuneController."""
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self):
+        return self.trials
+
+
 def test_budgeted_asha_without_a_budget_decides_as_rays_asha():
     """Contract: on random result streams (rungs, reduction factors, arrival orders) birdtune's ASHA with no
     budget stops exactly the trials Ray's ASHAScheduler stops, at the same epochs."""
@@ -131,18 +149,6 @@ def test_a_promoted_trial_goes_to_ray_on_a_free_worker_and_its_epochs_count_as_o
     meter = Meter(Budget(epochs=100))
     asha.use_budget(meter)
 
-    class Trial(_T):
-        def __init__(self, tid, status, checkpoint):
-            super().__init__(tid)
-            self.status, self.checkpoint, self.last_result = status, checkpoint, {}
-
-    class Controller:
-        def __init__(self, trials):
-            self.trials = trials
-
-        def get_trials(self):
-            return self.trials
-
     # rf 2: t0 pauses alone; then 2 // 2 = 1: t0 is the best, so t1, t2 pause; 4 // 2 = 2: t3 pauses too
     for tid, v in (("t0", 0.9), ("t1", 0.8), ("t2", 0.7), ("t3", 0.6)):
         assert asha.on_trial_result(None, _T(tid), {"epoch": 1, "cmap": v}) == "STOP"
@@ -238,18 +244,6 @@ def test_the_tail_fill_hands_ray_a_stopped_trial_with_a_checkpoint_and_skips_one
     result("t3", 1, 0.2, at=1.3)
     result("t0", 2, 0.9)
 
-    class Trial(_T):
-        def __init__(self, tid, status, checkpoint):
-            super().__init__(tid)
-            self.status, self.checkpoint, self.last_result = status, checkpoint, {}
-
-    class Controller:
-        def __init__(self, trials):
-            self.trials = trials
-
-        def get_trials(self):
-            return self.trials
-
     trials = [Trial("t0", "RUNNING", "c"), Trial("t1", "TERMINATED", None), Trial("t2", "TERMINATED", "c"),
               Trial("t3", "TERMINATED", "c")]
     assert asha.choose_trial_to_run(Controller(trials)) is None  # t1 goes first, but has nothing to go on from
@@ -324,10 +318,10 @@ def test_a_scheduler_saved_before_promote_mode_is_restored_stopping_trials_as_th
     asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=4,
                         num_samples=None, promote=False)
     state = dict(asha.__dict__)
-    for key in ("promote", "resumed", "meter", "_workers", "_promoted_ids", "_resumable", "_going_on"):
+    for key in ("promote", "resumed", "_workers", "_promoted_ids", "_resumable", "continuing"):
         del state[key]  # what a search saved by an earlier birdtune holds
     old = BudgetedASHA.__new__(BudgetedASHA)
     old.__setstate__(state)
     restored = pickle.loads(pickle.dumps(old))
     assert restored.promote is False and restored.decide("t0", 1, 0.5) == "CONTINUE"  # the first goes on
-    assert restored.choose_promotion() is None and restored.meter is None
+    assert restored.choose_promotion() is None and restored.continuing == {}
