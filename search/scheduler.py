@@ -63,7 +63,6 @@ class BudgetedASHA(FIFOScheduler):
         self._share = budget if not num_samples and not self.promote else 0.0
         self._promoted_ids: dict[int, set[str]] = {r: set() for r in self._rungs}
         self._resumable: dict[str, int] = {}  # paused trial -> the rung it is paused at (promote mode)
-        self.resumed = 0  # paused trials continued (promote mode)
         self._workers = workers  # trials at once (promote mode: a paused trial is promoted onto a free worker)
         # promoted trials Ray has not ended again -> their last epoch; the budget's meter holds the same dict
         self.continuing: dict[str, int] = {}
@@ -73,7 +72,7 @@ class BudgetedASHA(FIFOScheduler):
     def __setstate__(self, state: dict) -> None:
         """Restored from a search's saved state: one saved before promote mode existed stops trials as then."""
         self.__dict__.update(state)
-        for key, default in (("promote", False), ("resumed", 0), ("_workers", None)):
+        for key, default in (("promote", False), ("_workers", None)):
             self.__dict__.setdefault(key, default)
         self.__dict__.setdefault("_promoted_ids", {r: set() for r in self._rungs})
         self.__dict__.setdefault("_resumable", {})
@@ -115,8 +114,7 @@ class BudgetedASHA(FIFOScheduler):
         may be promoted later, when the rung holds enough trials for it to rank among their best 1/rf."""
         self._recorded[rung][trial_id] = v
         if trial_id in self.promotable(rung):
-            self._promoted_ids[rung].add(trial_id)
-            self._promoted[rung] += 1
+            self._mark_promoted(trial_id, rung)
             return TrialScheduler.CONTINUE
         self._stopped.add(trial_id)
         self._resumable[trial_id] = rung
@@ -154,11 +152,14 @@ class BudgetedASHA(FIFOScheduler):
         rung = self._resumable.pop(trial_id, None)
         if rung is None:
             rung = max((r for r in self._rungs if trial_id in self._recorded[r]), default=None)
-        if rung is not None and trial_id not in self._promoted_ids[rung]:
+        if rung is not None:
+            self._mark_promoted(trial_id, rung)
+        self._stopped.discard(trial_id)
+
+    def _mark_promoted(self, trial_id: str, rung: int) -> None:
+        if trial_id not in self._promoted_ids[rung]:
             self._promoted_ids[rung].add(trial_id)
             self._promoted[rung] += 1
-        self._stopped.discard(trial_id)
-        self.resumed += 1
 
     def not_resumable(self, trial_id: str) -> None:
         """A paused trial that cannot go on (failed, diverged, or no checkpoint): never promoted."""
@@ -228,8 +229,8 @@ class BudgetedASHA(FIFOScheduler):
             if trial.status == "PENDING" and trial.trial_id in self._stopped and trial.trial_id not in filling:
                 tune_controller.search_alg.on_trial_complete(trial.trial_id, result=flatten_dict(trial.last_result))
                 tune_controller.stop_trial(trial)
-        busy = sum(t.status == "RUNNING" or (t.status == "PENDING" and t.trial_id in self.continuing) for t in trials)
-        if self.promote and (not self._workers or busy < self._workers):
+        if self.promote and (not self._workers or self._workers > sum(
+                t.status == "RUNNING" or (t.status == "PENDING" and t.trial_id in self.continuing) for t in trials)):
             # a paused trial that ranks among its rung's best goes on, on a free worker, before any new trial
             by_id = {t.trial_id: t for t in trials}
 

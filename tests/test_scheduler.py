@@ -318,7 +318,7 @@ def test_a_scheduler_saved_before_promote_mode_is_restored_stopping_trials_as_th
     asha = BudgetedASHA(time_attr="epoch", metric="cmap", mode="max", max_t=8, grace_period=1, reduction_factor=4,
                         num_samples=None, promote=False)
     state = dict(asha.__dict__)
-    for key in ("promote", "resumed", "_workers", "_promoted_ids", "_resumable", "continuing"):
+    for key in ("promote", "_workers", "_promoted_ids", "_resumable", "continuing"):
         del state[key]  # what a search saved by an earlier birdtune holds
     old = BudgetedASHA.__new__(BudgetedASHA)
     old.__setstate__(state)

@@ -222,12 +222,10 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         scheduler.on_trial_add(None, trial)
         trials[tid] = dict(trial=trial, scores=scores[0], seconds=seconds[0], quality=quality, epoch=0,
                            config=config, done=False, told=False)
-        if not start:
+        if start:
+            run(tid, now)
+        else:
             pending.append(tid)
-            return True
-        live.add(tid)
-        heapq.heappush(events, (driver + seconds[0][0], order, tid))
-        order += 1
         return True
 
     promote = getattr(scheduler, "promote", False)  # birdtune's ASHA with a compute budget: paused trials go on
@@ -236,7 +234,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     if tail is not None:
         tail.clock = lambda: sim_now[0]
 
-    def resume(tid: str, now: float) -> None:  # a stopped trial goes on from its checkpoint
+    def run(tid: str, now: float) -> None:  # a new trial starts, or a stopped one goes on from its checkpoint
         nonlocal order
         st = trials[tid]
         st["done"] = False
@@ -259,20 +257,17 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
                 return  # every trial has ended and the searcher is done: Ray's controller ends the search
             while len(live) < workers:
                 tid = scheduler.choose_promotion(lambda t: trials[t]["done"] and t not in live)
-                if tid is not None:
-                    resume(tid, now)
-                elif pending:
+                if tid is None and pending:
                     tid = pending.pop(0)
-                    live.add(tid)
-                    heapq.heappush(events, (max(now, driver) + trials[tid]["seconds"][0], order, tid))
-                    order += 1
+                if tid is not None:
+                    run(tid, now)
                 else:
                     break
         while tail is not None:  # the search's tail: a free worker continues a stopped trial (search.scheduler)
             tid = tail.choose(len(live))
             if tid is None:
                 return
-            resume(tid, now)
+            run(tid, now)
 
     fill(0.0)
     while events:
