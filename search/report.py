@@ -196,7 +196,8 @@ def render(out: Outcome) -> dict[str, bytes]:
         f"<h1>birdtune report: {html.escape(storage.basename(out.exp))}</h1>",
         f"<p>space <b>{html.escape(spec.space)}</b>, searcher {html.escape(spec.searcher)}, "
         f"scheduler {html.escape(spec.scheduler)}, {len(table)} trials of up to {spec.max_t} "
-        f"epochs ({', '.join(f'{v} {k.replace(chr(95), chr(32))}' for k, v in counts.items())}); "
+        f"epochs ({', '.join(f'{v} {k.replace(chr(95), chr(32))}' for k, v in counts.items())})"
+        f"{html.escape(out.continued_text)}; "
         f"written {datetime.now():%Y-%m-%d %H:%M}</p>",
         "<h2>Best config</h2>",
         (f"<p>trial {header.get('trial_index', '')} (Ray trial {html.escape(str(header.get('trial_id', '')))}): "

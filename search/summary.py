@@ -13,10 +13,7 @@ def print_summary(out: Outcome, seconds: float) -> None:
     print(format_table(table, spec.searched))
     for row in table[table["status"] == layout.ERRORED].itertuples() if not table.empty else ():
         print(f"trial {row.trial_index} errored: {row.error}")
-    one = out.continued == 1
-    again = (f", {out.continued} of them continued from {'its checkpoint after it' if one else 'their checkpoints after they'}"
-             " had ended" if out.continued else "")
-    print(f"\n{len(table)} trials ({', '.join(f'{v} {k}' for k, v in out.counts.items())}){again}; {out.trial_epochs} "
+    print(f"\n{len(table)} trials ({', '.join(f'{v} {k}' for k, v in out.counts.items())}){out.continued_text}; {out.trial_epochs} "
           f"trial-epochs of at most {len(table) * spec.max_t}; {seconds:.0f} s")
     if spec.budget:
         print(f"budget: {spec.budget.describe()}; spent {out.spent.describe(spec.budget)}"

@@ -193,6 +193,15 @@ class Outcome:
         return self.table["status"].value_counts().to_dict() if not self.table.empty else {}
 
     @property
+    def continued_text(self) -> str:
+        """', K of them continued from their checkpoints after they had ended' (empty when none was)."""
+        if not self.continued:
+            return ""
+        one = self.continued == 1
+        return (f", {self.continued} of them continued from "
+                f"{'its checkpoint after it' if one else 'their checkpoints after they'} had ended")
+
+    @property
     def resumable(self) -> bool:
         """Whether --resume has work left: trials not yet created, or unfinished ones Ray would restart
         (a trial the search ended around stays as it is: Ray marks it terminated)."""

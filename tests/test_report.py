@@ -1,5 +1,7 @@
 """search.report: the cost figures, what the best config is compared with, a page for an experiment with no
 results yet, and the report of a finished search as Chromium renders it."""
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -30,9 +32,12 @@ def test_the_best_config_is_compared_with_its_own_spaces_starting_point():
                   pd.DataFrame(columns=["target", "param", "importance", "trials", "evaluator"]), None, None,
                   Best("a", 0, dict(lr=0.005, drop_rate=0.1), dict(trial_index=0, trial_id="a", best_cmap=0.9), None))
     page = report.render(out)["report.html"].decode()
+    assert "1 trials of up to 3 epochs (1 completed); written" in page  # none went on after it had ended
     assert "<th>first trial</th>" in page and "<th>notebook</th>" not in page
     assert "<td>lr</td><td>0.005</td><td>0.01</td><td>yes</td>" in page
     assert "trial 0 (Ray trial a)" in page
+    again = report.render(dataclasses.replace(out, continued=1))["report.html"].decode()  # ASHA promoted it later
+    assert "(1 completed), 1 of them continued from its checkpoint after it had ended; written" in again
 
 
 def test_a_search_without_results_still_gets_a_page(recwarn):
