@@ -113,6 +113,15 @@ def listening(port: int) -> bool:
         return False
 
 
+def read_table(source):
+    """A table a search wrote as CSV (trials.csv, curves.csv, revalidation.csv; a path or a file object), its
+    trial ids as text: Ray's ids are 8 hex digits, and one of decimal digits alone (about 1 in 40) would
+    otherwise be read as a number, unequal to the same trial's id anywhere else."""
+    import pandas as pd
+
+    return pd.read_csv(source, dtype={"trial_id": str})
+
+
 def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:

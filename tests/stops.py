@@ -226,9 +226,9 @@ def check(exp: Path, num_samples: int, journal: Path | None = None, study: Path 
     import json
 
     import optuna
-    import pandas as pd
     import yaml
 
+    from helpers import read_table
     from search import journal as journal_mod
     from search.scheduler import ResumableASHA, replay
 
@@ -236,7 +236,7 @@ def check(exp: Path, num_samples: int, journal: Path | None = None, study: Path 
 
     problems: list[str] = []
     spec = yaml.safe_load((exp / "search.yaml").read_text())
-    table = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    table = read_table(exp / "trials.csv")
     if len(table) != num_samples:
         problems.append(f"{len(table)} trials in trials.csv, not {num_samples}")
     bad = table[~table.status.isin(["completed", "stopped_early"])]

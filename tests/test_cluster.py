@@ -120,7 +120,7 @@ def test_a_search_submitted_as_a_ray_job_with_token_auth(cluster, s3):
                           capture_output=True, text=True, env=cluster.env, timeout=120)
     assert logs.returncode == 0 and "4/4 trial" in logs.stdout and "best: trial" in logs.stdout, logs.stdout[-3000:]
     assert "worker processes fresh per trial" in logs.stdout  # joined (--address auto): no cached workers
-    table = pd.read_csv(io.BytesIO(s3.read("jobs/job/trials.csv")))
+    table = helpers.read_table(io.BytesIO(s3.read("jobs/job/trials.csv")))
     assert len(table) == 4 and "jobs/job/best/model.pt" in s3.keys("jobs/job/best/")
     # one trial at a time on the one-CPU head, each in a process of its own
     pids = {int(p) for key in s3.keys("jobs/job/") if key.endswith("/progress.csv")
@@ -150,7 +150,7 @@ def test_a_search_uses_both_nodes_and_survives_losing_one(cluster, s3, tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    table = pd.read_csv(io.BytesIO(s3.read("nodes/n/trials.csv")))
+    table = helpers.read_table(io.BytesIO(s3.read("nodes/n/trials.csv")))
     assert len(table) == 6 and set(table.status) <= {"completed", "stopped_early"}, table
     for key in s3.keys("nodes/n/"):  # trials on the lost node continued from their checkpoints: no epoch twice
         if key.endswith("/result.json"):
@@ -177,7 +177,7 @@ def test_four_trials_share_a_declared_gpu_on_a_separately_started_cluster_with_a
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "4 trials of up to 8 epochs, 4 at a time (1 CPU, 0.25 GPU each" in r.stdout, r.stdout[:2000]
     exp = store / "g"
-    assert len(pd.read_csv(exp / "trials.csv")) == 4 and (exp / "best" / "model.pt").is_file()
+    assert len(helpers.read_table(exp / "trials.csv")) == 4 and (exp / "best" / "model.pt").is_file()
     meta = yaml.safe_load((exp / "search.yaml").read_text())
     assert meta["space"] == "smoke" and meta["max_t"] == 8
     # a joined cluster may lose nodes: no cached workers there (see search.cluster.reuse_actors; the job

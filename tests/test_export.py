@@ -12,7 +12,7 @@ import yaml
 import spaces
 from core import checkpoint
 from core.config import TrainConfig
-from helpers import ENV
+from helpers import ENV, read_table
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def header_of(config, lines: int) -> dict:
 def test_best_config_and_model_are_exported_and_retrain(finished, tmp_path):
     exp, _ = finished
     table = pd.read_parquet(exp / "trials.parquet")
-    runs = pd.read_csv(exp / "revalidation.csv")
+    runs = read_table(exp / "revalidation.csv")
     chosen = runs.groupby("trial_id")["best_cmap"].mean().idxmax()
     best = table[table.trial_id == chosen].iloc[0]
     cfg = TrainConfig.load(exp / "best" / "config.yaml")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import spaces
-from helpers import ENV
+from helpers import ENV, read_table
 
 import helpers
 
@@ -29,7 +29,7 @@ def search(store, name, *args, fault=None, fault_dir=None, chaos=None, timeout=4
 
 
 def trials(store, name) -> pd.DataFrame:
-    return pd.read_csv(Path(store) / name / "trials.csv")
+    return read_table(Path(store) / name / "trials.csv")
 
 
 def progress_epochs(store, name, trial_id) -> list[int]:

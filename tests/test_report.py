@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import spaces
-from helpers import smoke_spec
+from helpers import read_table, smoke_spec
 from search import report
 from search.tables import Best, Outcome
 
@@ -102,7 +102,7 @@ def test_report_renders_offline_in_a_browser_with_every_plot(finished):
     from search.importance import rung_trust
 
     said = [ln[len("early stopping: "):] for ln in r.stdout.splitlines() if ln.startswith("early stopping: ")]
-    expected = rung_trust(pd.read_parquet(exp / "trials.parquet"), pd.read_csv(exp / "curves.csv"), [1, 2],
+    expected = rung_trust(pd.read_parquet(exp / "trials.parquet"), read_table(exp / "curves.csv"), [1, 2],
                           read_spec(str(exp)).max_t)
     assert said == [row["advice"] for row in expected] and len(said) == 2
     assert "Could early stopping be trusted?" in html and all(html_lib.escape(s) in html for s in said)

@@ -90,7 +90,7 @@ def test_a_search_writes_everything_to_the_bucket_and_what_it_prints_runs(s3, ki
     for name in ("search.yaml", "trials.csv", "trials.parquet", "curves.csv", "report.html", "optuna.db",
                  "best/config.yaml", "best/model.pt", "best/classes.txt"):
         assert f"{prefix}/{name}" in keys, name
-    assert len(pd.read_csv(io.BytesIO(s3.read(f"{prefix}/trials.csv")))) == (3 if query else 8)
+    assert len(helpers.read_table(io.BytesIO(s3.read(f"{prefix}/trials.csv")))) == (3 if query else 8)
     # the retrain command, as printed, from another folder
     retrain = next(ln for ln in r.stdout.splitlines() if ln.startswith("exported: ")).split("(retrain: ", 1)[1]
     retrain = retrain.rsplit("), ", 2)[0]
@@ -123,7 +123,7 @@ def test_a_killed_driver_resumes_from_the_bucket_in_another_folder_and_machine(s
     _, second, r = killed
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "continuing the copy from" in r.stdout
-    table = pd.read_csv(io.BytesIO(s3.read("kill/k/trials.csv")))
+    table = helpers.read_table(io.BytesIO(s3.read("kill/k/trials.csv")))
     assert len(table) == 8 and sorted(table.trial_index) == list(range(8))
     assert set(table.status) <= {"completed", "stopped_early"}
     epochs = trial_epochs(s3, "kill/k/")
@@ -198,7 +198,7 @@ def test_a_storage_outage_ends_the_search_with_one_message_and_resume_finishes_i
         assert "python -m search.run --name o --resume --storage-path s3://outage/o" in out
         r = helpers.search("--storage-path", store, "--name", "o", "--resume", env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        table = pd.read_csv(io.BytesIO(server.read("o/o/trials.csv")))
+        table = helpers.read_table(io.BytesIO(server.read("o/o/trials.csv")))
         assert len(table) == 4 and set(table.status) <= {"completed", "stopped_early"}, table
         epochs = trial_epochs(server, "o/o/")
         assert all(e == list(range(1, len(e) + 1)) for e in epochs.values()), epochs

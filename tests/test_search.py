@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 import spaces
 from core.config import TrainConfig
 import helpers
-from helpers import free_port, search
+from helpers import free_port, read_table, search
 from search.layout import STATUSES
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def test_smoke_search_outputs(finished):
     exp, r = finished
     space = spaces.get("smoke")
     table = pd.read_parquet(exp / "trials.parquet")
-    assert len(table) == space.num_samples == len(pd.read_csv(exp / "trials.csv"))
+    assert len(table) == space.num_samples == len(read_table(exp / "trials.csv"))
     assert set(table["status"]) <= set(STATUSES) and "errored" not in set(table["status"])
     assert table["trial_index"].tolist() == list(range(space.num_samples))
     # the warm-start point (the space's first point) was the first trial
@@ -64,7 +64,7 @@ def test_replaying_the_results_log_reproduces_every_asha_decision(finished):
     """The log holds the results in the order the driver took them: a fresh ASHA fed with it stops each
     trial at the epoch the search did (the basis of rebuilding ASHA on --resume)."""
     exp, _ = finished
-    table = pd.read_csv(exp / "trials.csv")
+    table = read_table(exp / "trials.csv")
     assert (table.status == "stopped_early").any() and (table.status == "completed").any()
     assert asha_replay(exp) == dict(zip(table.trial_id, table.epochs))
 
@@ -72,7 +72,7 @@ def test_replaying_the_results_log_reproduces_every_asha_decision(finished):
 def test_the_optuna_study_matches_the_trials(finished):
     exp, _ = finished
     table = pd.read_parquet(exp / "trials.parquet")
-    curves = pd.read_csv(exp / "curves.csv")
+    curves = read_table(exp / "curves.csv")
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == len(table)
     assert yaml.safe_load((exp / "search.yaml").read_text())["searcher"] == "mftpe"  # the default's study
@@ -100,7 +100,7 @@ def test_importance_is_written_for_the_searched_parameters(finished):
 def test_revalidation_retrains_the_top_configs_on_other_folds_and_picks_the_best_mean(finished):
     exp, r = finished
     table = pd.read_parquet(exp / "trials.parquet")
-    runs = pd.read_csv(exp / "revalidation.csv")
+    runs = read_table(exp / "revalidation.csv")
     top2 = table.sort_values("best_cmap", ascending=False).head(2)
     assert sorted(runs.trial_id.unique()) == sorted(top2.trial_id) and sorted(runs.fold.unique()) == [1, 2]
     assert (runs.status == "completed").all() and (runs.epochs == spaces.get("smoke").epochs).all()
@@ -123,13 +123,13 @@ def test_revalidation_retrains_the_top_configs_on_other_folds_and_picks_the_best
 def test_resume_of_a_finished_experiment_changes_nothing(finished, tmp_path):
     exp, _ = finished
     before = pd.read_parquet(exp / "trials.parquet")
-    runs = pd.read_csv(exp / "revalidation.csv")
+    runs = read_table(exp / "revalidation.csv")
     exp = tmp_path / "e2e"
     shutil.copytree(finished[0], exp)  # the shared experiment stays as the other tests read it
     r = search("--storage-path", str(exp.parent), "--name", "e2e", "--resume")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(exp / "trials.parquet"), before)
-    pd.testing.assert_frame_equal(pd.read_csv(exp / "revalidation.csv"), runs)
+    pd.testing.assert_frame_equal(read_table(exp / "revalidation.csv"), runs)
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == len(before)
 
@@ -190,7 +190,7 @@ def test_trials_the_time_budget_cuts_are_unfinished_in_the_live_lines_and_the_ta
     # (with short trials the budget may end between two, and nothing is cut)
     r = search("--storage-path", tmp_path, "--name", "tb", "--num-samples", "30", "--concurrency", "1",
                "--time-budget", "9", "--scheduler", "none", "--epochs", "100")
-    table = pd.read_csv(tmp_path / "tb" / "trials.csv")
+    table = read_table(tmp_path / "tb" / "trials.csv")
     cut = table[table.status == "unfinished"]
     assert len(cut) == 1 and cut.epochs.iloc[0] < 100, table  # no scheduler: nothing else stops a trial
     assert (tmp_path / "tb" / "cut_trials.txt").read_text().split() == [cut.trial_id.iloc[0]]
@@ -215,11 +215,11 @@ def test_an_epoch_budget_is_spent_once_across_a_killed_driver_and_its_resume(tmp
     r = search("--storage-path", tmp_path, "--name", "eb", "--resume", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "budget 12 trial-epochs: spent 5 of 12 trial-epochs before this run" in r.stdout
-    table = pd.read_csv(tmp_path / "eb" / "trials.csv")
+    table = read_table(tmp_path / "eb" / "trials.csv")
     smoke = spaces.get("smoke")
     # the search ends at the budget: the trials still running then are cut (results in flight may add one)
     assert 12 <= table.epochs.sum() <= 12 + 1 and len(table) > 12 // smoke.epochs, table
     assert f"budget: 12 trial-epochs; spent {table.epochs.sum()} of 12 trial-epochs (the budget ended the search)" in r.stdout
     again = search("--storage-path", tmp_path, "--name", "eb", "--resume", env=env)
-    assert again.returncode == 0 and len(pd.read_csv(tmp_path / "eb" / "trials.csv")) == len(table)
-    assert pd.read_csv(tmp_path / "eb" / "trials.csv").epochs.sum() == table.epochs.sum()
+    assert again.returncode == 0 and len(read_table(tmp_path / "eb" / "trials.csv")) == len(table)
+    assert read_table(tmp_path / "eb" / "trials.csv").epochs.sum() == table.epochs.sum()

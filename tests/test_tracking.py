@@ -66,7 +66,7 @@ def test_a_search_logged_to_mlflow_tensorboard_and_wandb(mlflow_server, tmp_path
     assert f"logging to MLflow experiment 't' at {mlflow_server}" in r.stdout
     assert "logging to W&B project 'birds', group 't' (offline)" in r.stdout
     exp = tmp_path / "r" / "t"
-    table = pd.read_csv(exp / "trials.csv")
+    table = helpers.read_table(exp / "trials.csv")
     best = table.loc[table["best_cmap"].idxmax(), "trial_id"]
 
     # MLflow: one run per trial with its values, every epoch's cmAP, its birdtune status; the best one tagged
