@@ -14,7 +14,9 @@ highest rung that holds enough of them, so cheap early scores guide the next con
 """
 from __future__ import annotations
 
+import math
 import os
+import random
 from typing import Any
 
 import optuna
@@ -260,9 +262,15 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
 
     The rung models run in memory, one per rung, with Optuna's constant liar: a trial proposed from a
     rung and not yet scored there counts as a poor point, so concurrent proposals spread. Past
-    `history` observations a rung's model keeps the best half and the most recent rest."""
+    `history` observations a rung's model keeps the best half and the most recent rest.
 
-    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0, **kw):
+    Once `local_after` trials have a score at the first rung, a share `local` of the proposals are a step
+    from the incumbent instead (the best score of the model's rung; local_move), as PriorBand and SMAC
+    sample near theirs: with hundreds of trials the model's good region is wide, and the best config's
+    neighbours are where the next gains are."""
+
+    def __init__(self, *, rungs: list[int], min_points: int, history: int = 256, seed: int = 0, local: float = 0.0,
+                 local_after: int = 0, **kw):
         super().__init__(rungs=rungs, **kw)
         self._min_points, self._history, self._seed = min_points, history, seed
         self._obs: dict[int, dict[str, tuple[dict[str, Any], float]]] = {r: {} for r in self._rungs}
@@ -270,6 +278,7 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         self._models: dict[int, tuple[optuna.Study, int]] = {}  # rung -> (in-memory study, observations in it)
         self._pending: dict[str, tuple[int, int]] = {}  # trial_id -> (rung, model trial number) of its proposal
         self._proposed = 0
+        self._local, self._local_after = local, local_after
         self._maybe_waiting = True  # the study may hold an enqueued proposal not yet asked for (see _waiting)
 
     # --- observations --------------------------------------------------------------------------
@@ -368,12 +377,50 @@ class MultiFidelityTPE(AshaAwareOptunaSearch):
         rung = next((r for r in reversed(self._rungs) if len(self._obs[r]) >= self._min_points), None)
         if rung is None:
             return None  # too few scores anywhere yet: the study's sampler decides
+        if self._local and len(self._obs[self._rungs[0]]) >= self._local_after:
+            rng = random.Random(self._seed * 7919 + self._proposed + 100_003 * getattr(self, "_reseed", 0))
+            if rng.random() < self._local:
+                self._proposed += 1
+                return local_move(max(self._obs[rung].values(), key=lambda o: o[1]), rng)
         study, _ = self._model(rung)
         trial = study.ask()
         internals.define_space(self, trial)
         self._pending[trial_id] = (rung, trial.number)
         self._proposed += 1
         return dict(trial.params)
+
+
+def local_move(observation, rng: random.Random, rate: float = 0.5, scale: float = 0.1) -> dict[str, Any]:
+    """A config near an observed one (params, score, distributions): each parameter (at least one) moves with
+    probability `rate`, a number by a normal step of `scale` of its (log) range, kept within its bounds and
+    step, a choice to another at random; drawn again (up to 10 times) when rounding gives the config back."""
+    params = observation[0]
+    for _ in range(10):
+        out = _step(observation, rng, rate, scale)
+        if out != params:
+            break
+    return out
+
+
+def _step(observation, rng: random.Random, rate: float, scale: float) -> dict[str, Any]:
+    params, _, dists = observation
+    out, names = dict(params), list(params)
+    moving = [n for n in names if rng.random() < rate] or [rng.choice(names)]
+    for name in moving:
+        d, v = dists[name], params[name]
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            others = [c for c in d.choices if c != v]
+            out[name] = rng.choice(others) if others else v
+            continue
+        f = math.log if d.log else float
+        lo, hi = f(d.low), f(d.high)
+        x = min(hi, max(lo, f(v) + rng.gauss(0.0, scale) * (hi - lo)))
+        x = math.exp(x) if d.log else x
+        if d.step:
+            x = d.low + round((x - d.low) / d.step) * d.step
+        x = min(d.high, max(d.low, x))
+        out[name] = int(round(x)) if isinstance(d, optuna.distributions.IntDistribution) else float(x)
+    return out
 
 
 def tune_domains(space: spaces.Space) -> dict[str, Any]:
@@ -408,6 +455,11 @@ def startup_trials(num_samples: int | None) -> int:
 # stock at 16 trials x 4-8 workers on the tiny one.
 MFTPE_MIN_POINTS = 5
 
+# mftpe's share of proposals near the incumbent, once this many trials have a first-rung score. Replayed on
+# LCBench's development tasks at equal compute (seeds 0-19: 0.1, 0.15, 0.2, 0.3, 0.6 at 32 x 2; 0.15 from the
+# start lost at 4 and 8 trials' epochs), then checked on seeds 20-39 at 16 and 32 x 2, 4 (docs/search-quality.md).
+MFTPE_LOCAL, MFTPE_LOCAL_AFTER = 0.15, 100
+
 
 def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, study_name: str,
                   db_path: str | None, concurrency: int, num_samples: int, grace_period: int = 1,
@@ -426,8 +478,8 @@ def make_searcher(kind: str, space: spaces.Space, *, max_t: int, seed: int, stud
     if kind == "mftpe":
         dims = len(space.distributions())
         sampler = optuna.samplers.RandomSampler(seed=seed)  # only until a rung has enough scores
-        return MultiFidelityTPE(rungs=rungs, min_points=min(dims + 2, MFTPE_MIN_POINTS),
-                                seed=seed, sampler=sampler, **common), None
+        return MultiFidelityTPE(rungs=rungs, min_points=min(dims + 2, MFTPE_MIN_POINTS), seed=seed, sampler=sampler,
+                                local=MFTPE_LOCAL, local_after=MFTPE_LOCAL_AFTER, **common), None
     if kind == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 

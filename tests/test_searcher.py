@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 import spaces
-from search.searcher import AshaAwareOptunaSearch, make_searcher, startup_trials, tune_domains
+from search.searcher import AshaAwareOptunaSearch, local_move, make_searcher, startup_trials, tune_domains
 
 SMOKE = spaces.get("smoke")
 
@@ -152,6 +152,42 @@ def test_the_multi_fidelity_tpe_learns_from_the_rung_scores_of_stopped_trials(tm
     study = load(tmp_path / "optuna.db")
     assert [t.state for t in study.trials[:12]] == [TrialState.PRUNED] * 12  # real states kept
     assert [t.params["lr"] for t in study.trials[12:]] == pytest.approx(proposed)  # the proposals, asked for
+
+
+def test_a_local_move_stays_in_the_space_near_the_config_it_starts_from():
+    import random
+
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists = dict(lr=FloatDistribution(1e-5, 1e-1, log=True), drop=FloatDistribution(0.0, 0.5, step=0.05),
+                 batch=IntDistribution(16, 512, log=True), layers=IntDistribution(1, 5), act=CategoricalDistribution(["a", "b"]))
+    start = dict(lr=1e-3, drop=0.25, batch=64, layers=3, act="a")
+    moved = [local_move((start, 0.9, dists), random.Random(i)) for i in range(300)]
+    for m in moved:
+        assert set(m) == set(start) and any(m[k] != start[k] for k in start), m  # at least one moves
+        assert all(dists[k]._contains(dists[k].to_internal_repr(v)) for k, v in m.items()), m  # bounds and steps
+        assert isinstance(m["batch"], int) and isinstance(m["layers"], int) and isinstance(m["lr"], float)
+    # about half the parameters move each time, by a tenth of the (log) range: near, not anywhere
+    assert 0.4 < sum(m["act"] == "b" for m in moved) / len(moved) < 0.65
+    steps = [abs(math.log10(m["lr"]) - math.log10(start["lr"])) for m in moved if m["lr"] != start["lr"]]
+    assert 0.2 < float(pd.Series(steps).median()) < 0.5  # 0.1 x 4 decades x 0.67 (median of |N(0, 1)|) ~ 0.27
+
+
+def test_after_enough_first_rung_scores_mftpe_proposes_near_the_incumbent_at_its_share(tmp_path):
+    from search.searcher import MultiFidelityTPE
+
+    s = MultiFidelityTPE(rungs=[1, 2, 3], min_points=4, seed=0, space=SMOKE.define, metric="cmap", mode="max",
+                         max_t=3, study_name="s", db_path=None, sampler=optuna.samplers.RandomSampler(seed=0),
+                         local=0.5, local_after=20)
+    best = None
+    for i in range(20):  # stopped at rung 1: the higher lr, the better
+        config = s.suggest(f"r{i}")
+        s.on_trial_result(f"r{i}", {"epoch": 1, "cmap": config["lr"]})
+        s.on_trial_complete(f"r{i}", {"epoch": 1, "cmap": config["lr"]})
+        best = config if best is None or config["lr"] > best["lr"] else best
+    near = [s.suggest(f"n{i}") for i in range(40)]
+    local = [c for c in near if any(c[k] == best[k] for k in best)]  # a local move keeps some of the incumbent's
+    assert 10 <= len(local) <= 30, (best, near)  # about half
 
 
 def test_suggestion_time_is_measured_by_the_replay_script():
