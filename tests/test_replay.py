@@ -3,6 +3,7 @@ ones it claims. The LCBench checks need ../shared/benchmarks/lcbench (CI has it)
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,18 +147,30 @@ def test_a_benchmark_from_a_file_replays_in_equal_compute_cells(tmp_path):
     FILE.py:NAME (a callable returning it), replayed in compute cells; the JSON carries the aggregate keys."""
     (tmp_path / "toy.py").write_text(TOY)
     out = tmp_path / "toy.json"
+    # a peer recorded on the one development task, far behind: the test over runs (one task) says so
+    peer = [dict(tool="p", method="p-x", task="a", seed=s, workers=2, compute=c, quality=0.0, regret=2.0 + s,
+                 epochs=9 * c, overshoot=0) for c in (3, 6) for s in range(5)]
+    (tmp_path / "peers-toy.json").write_text(json.dumps(dict(benchmark="toy", tools={}, errors=0, runs=peer)))
     r = subprocess.run([sys.executable, str(BENCH / "replay.py"), "--benchmark", f"{tmp_path / 'toy.py'}:make",
-                        "--compute", "3,6", "--workers", "2", "--seeds", "4", "--processes", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                        "--compute", "3,6", "--workers", "2", "--seeds", "4", "--processes", "1", "--json", str(out),
+                        "--peers", str(tmp_path / "peers-toy.json")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["benchmark"] == "toy" and data["tasks"] == ["a"]  # the development tasks by default
     agg = [row for row in data["runs"] if row["task"] == "all"]
     assert {(row["compute"], row["method"]) for row in agg} == {(c, m) for c in (3, 6)
-                                                               for m in ("random_full", "stock", "birdtune")}
+                                                               for m in ("random_full", "stock", "birdtune", "p-x")}
+    for c in (3, 6):  # 4 runs all below the peer's 5: the exact one-sided Mann-Whitney p is 1 / C(9, 4)
+        bt = next(row for row in agg if row["method"] == "birdtune" and row["compute"] == c)
+        assert math.isclose(bt["p_vs"]["p-x"], 1 / 126) and bt["p_vs_holm"]["p-x"] >= 1 / 126
+        line = re.search(rf"compute {c} +2 birdtune vs peers \(Holm p\): p-x (\S+)\n", r.stdout)
+        assert line and line.group(1) == f"{bt['p_vs_holm']['p-x']:.2g}", r.stdout
+    methods = {"random_full", "stock", "birdtune", "p-x"}
     for row in agg:
         assert row["budget"] is None and row["ci_low"] <= row["mean_norm_regret"] <= row["ci_high"]
-        assert 1 <= row["mean_rank"] <= 3 and set(row["p_vs_holm"]) == {"random_full", "stock", "birdtune"} - {row["method"]}
+        assert 1 <= row["mean_rank"] <= 4 and set(row["p_vs_holm"]) == methods - {row["method"]}
+        if row["method"] == "p-x":
+            continue
         # the budget is the compute cell's: every method spends at most its epochs (random_full exactly)
         assert row["epochs"] <= row["compute"] * 9 + 1
         if row["method"] == "random_full":
@@ -234,6 +247,14 @@ def test_peers_join_the_tables_and_a_cell_recorded_on_some_tasks_is_left_out(tmp
     assert math.isclose(bt["p_vs"]["p1-x"], 0.25)  # two tasks, both lower: the exact one-sided Wilcoxon p
     p1 = next(r for r in agg if r["method"] == "p1-x")
     assert p1["mean_rank"] == 4.0 and math.isclose(p1["mean_norm_regret"], 0.55)
+    # one task (birdtune's own tables): no test over tasks, so the two methods' runs, unpaired (Mann-Whitney U)
+    one = [r for r in mine + got if r["task"] == "a"]
+    _, agg = replay.summarize(one, ["random_full", "stock", "birdtune"])
+    bt = next(r for r in agg if r["method"] == "birdtune")
+    # birdtune's 4 runs all below p1-x's 2: the exact one-sided p is 1 / C(6, 2)
+    assert math.isclose(bt["p_vs"]["p1-x"], 1 / 15) and bt["p_vs_holm"]["p1-x"] >= bt["p_vs"]["p1-x"]
+    p1 = next(r for r in agg if r["method"] == "p1-x")
+    assert math.isclose(p1["p_vs"]["birdtune"], 1.0)
 
 
 def test_the_anytime_plot_draws_a_line_per_method_past_the_colour_cycle(tmp_path):

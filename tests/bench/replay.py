@@ -52,8 +52,9 @@ simulated trial start does not), how many stopped trials it continued and for ho
 Per cell: mean normalised regret with a bootstrap 95 % interval; mean rank across tasks; birdtune against
 stock and random_full paired by (task, seed) (one-sided Wilcoxon, bootstrap interval of the difference,
 per-task wins); every method against every other by a one-sided Wilcoxon signed-rank test over the tasks'
-mean regrets (over (task, seed) against stock and random_full); Holm's correction across the others and the
-run's cells. Not collected by pytest.
+mean regrets (over (task, seed) against stock and random_full; on a benchmark of one task, such as
+birdtune-default, a one-sided Mann-Whitney U test over the two methods' runs, whose seeds are each their own);
+Holm's correction across the others and the run's cells. Not collected by pytest.
 """
 from __future__ import annotations
 
@@ -363,6 +364,18 @@ def wilcoxon_less(a: np.ndarray, b: np.ndarray) -> float:
     return float(wilcoxon(a, b, alternative="less").pvalue)
 
 
+def mannwhitney_less(a: np.ndarray, b: np.ndarray) -> float:
+    """One-sided Mann-Whitney U p for 'a's values are lower than b's' (unpaired: two methods' runs on one task,
+    whose seeds are each their own; 1 where all are equal)."""
+    from scipy.stats import mannwhitneyu
+
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    if np.ptp(np.concatenate([a, b])) == 0:
+        return 1.0
+    return float(mannwhitneyu(a, b, alternative="less").pvalue)
+
+
 def holm(ps: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (NaN stays NaN and is not counted)."""
     idx = [i for i, p in enumerate(ps) if not math.isnan(p)]
@@ -437,7 +450,7 @@ def summarize(rows: list[dict], methods: list[str]) -> tuple[list[dict], list[di
                 else:
                     row.update(diff_vs_random_full=diff, p_vs_random_full=p)
             # against every other method of the cell: over (task, seed) for the two baselines run here, over the
-            # tasks' mean regrets for the rest (a peer's seeds are its own)
+            # tasks' mean regrets for the rest (a peer's seeds are its own), over the runs on a one-task benchmark
             row["p_vs"] = {}
             for other in present:
                 if other == method:
@@ -447,8 +460,14 @@ def summarize(rows: list[dict], methods: list[str]) -> tuple[list[dict], list[di
                     continue
                 a, b = task_means.get(method), task_means.get(other)
                 common = a.index.intersection(b.index) if a is not None and b is not None else []
-                row["p_vs"][other] = wilcoxon_less(a.loc[common].to_numpy(), b.loc[common].to_numpy()) \
-                    if len(common) >= 2 else float("nan")
+                if len(common) >= 2:
+                    row["p_vs"][other] = wilcoxon_less(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+                elif len(common) == 1:  # one task (birdtune's own tables): the two methods' runs, unpaired
+                    on = cdf[cdf["task"] == common[0]]
+                    row["p_vs"][other] = mannwhitney_less(on.loc[on.method == method, "regret"].to_numpy(),
+                                                          on.loc[on.method == other, "regret"].to_numpy())
+                else:
+                    row["p_vs"][other] = float("nan")
             full = ref["random_full"]
             if not full.empty:
                 q = g.groupby(level=0)["quality"].mean() / full.groupby(level=0)["quality"].mean()
@@ -574,6 +593,19 @@ def print_table(agg: list[dict]) -> None:
               f"{r['suggest_ms']:>6.1f}")
 
 
+def print_peer_tests(agg: list[dict], mine: list[str]) -> None:
+    """Per cell, birdtune's Holm-corrected p against each peer (one-sided: birdtune lower; --json has every
+    method's against every other)."""
+    for r in agg:
+        if r["method"] not in mine:
+            continue
+        cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
+        others = [o for o in r["p_vs_holm"] if o not in ("stock", "random_full") and not o.startswith("birdtune")]
+        if others:
+            print(f"{cell:>12} {r['workers']:>3} {r['method']} vs peers (Holm p): "
+                  + ", ".join(f"{o} {fmt_p(r['p_vs_holm'][o])}" for o in others))
+
+
 def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: str | None, out: str | None,
                       method: str = "birdtune") -> int:
     """--utilisation TRIALSxWORKERS: one search per task, its utilisation and idle time printed (and written)."""
@@ -601,7 +633,7 @@ def print_utilisation(name: str, tasks: list[str], spec: str, seed: int, lcdir: 
 
 def read_peers(path: str, bench: str, tasks: list[str], cells: list[tuple]) -> list[dict]:
     """The peers' recorded runs (tests/bench/peers/) of this benchmark, tasks and cells, as rows (their seeds
-    are their own: peers are compared over the tasks' mean regrets). A peer's cell recorded on only some of the
+    are their own: peers are compared over the tasks' mean regrets, or over the runs where there is one task). A peer's cell recorded on only some of the
     tasks is left out, and said so: its mean would be over other tasks than the rest's."""
     data = json.loads(Path(path).read_text())
     if data.get("benchmark") not in (None, bench):
@@ -703,6 +735,8 @@ def main() -> int:
     print("regret: (best - pick) / (best - median), pick scored at full length; diff and p vs stock / random_full: "
           "paired over (task, seed); Holm over this run's cells")
     print_table(agg)
+    if peers:
+        print_peer_tests(agg, [m for m in methods if m.startswith("birdtune")])
     timing = {}
     if args.timing:
         from search import searcher as searchers
