@@ -593,14 +593,14 @@ def print_table(agg: list[dict]) -> None:
               f"{r['suggest_ms']:>6.1f}")
 
 
-def print_peer_tests(agg: list[dict], mine: list[str]) -> None:
+def print_peer_tests(agg: list[dict], mine: list[str], peers: set[str]) -> None:
     """Per cell, birdtune's Holm-corrected p against each peer (one-sided: birdtune lower; --json has every
     method's against every other)."""
     for r in agg:
         if r["method"] not in mine:
             continue
         cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
-        others = [o for o in r["p_vs_holm"] if o not in ("stock", "random_full") and not o.startswith("birdtune")]
+        others = [o for o in r["p_vs_holm"] if o in peers]
         if others:
             print(f"{cell:>12} {r['workers']:>3} {r['method']} vs peers (Holm p): "
                   + ", ".join(f"{o} {fmt_p(r['p_vs_holm'][o])}" for o in others))
@@ -736,7 +736,7 @@ def main() -> int:
           "paired over (task, seed); Holm over this run's cells")
     print_table(agg)
     if peers:
-        print_peer_tests(agg, [m for m in methods if m.startswith("birdtune")])
+        print_peer_tests(agg, [m for m in methods if m.startswith("birdtune")], {r["method"] for r in peers})
     timing = {}
     if args.timing:
         from search import searcher as searchers
