@@ -65,14 +65,14 @@ def merge(benchmark: str) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS)} (default: all)")
     p.add_argument("--methods", help="only these of the tools' methods (default: all of each tool's)")
-    p.add_argument("--benchmark", default="lcbench")
-    p.add_argument("--tasks", default="all")
-    p.add_argument("--compute", default="4,8,16,32")
-    p.add_argument("--workers", default="2,4")
-    p.add_argument("--seeds", default="0-9")
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--benchmark", default="lcbench", help="lcbench, birdtune-default or FILE.py:NAME (default lcbench)")
+    p.add_argument("--tasks", default="all", help="all, dev, or comma-separated task ids (default all)")
+    p.add_argument("--compute", default="4,8,16,32", help="budgets in full-length trials (default 4,8,16,32)")
+    p.add_argument("--workers", default="2,4", help="simulated workers (default 2,4)")
+    p.add_argument("--seeds", default="0-9", help="a range or comma-separated list (default 0-9)")
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="runs at once (default: the CPUs)")
     p.add_argument("--merge-only", action="store_true", help="only merge the parts recorded so far")
     args = p.parse_args()
     stray = [m for m in (args.methods or "").split(",") if m and m.split("-")[0] not in args.tools.split(",")]
