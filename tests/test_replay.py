@@ -263,3 +263,33 @@ def test_the_anytime_plot_draws_a_line_per_method_past_the_colour_cycle(tmp_path
     out = tmp_path / "plot.png"
     replay.anytime_plot(rows, [f"m{k}" for k in range(12)], ("compute", 3, 2), out, "toy")
     assert out.stat().st_size > 10_000
+
+
+
+QUICK = '''
+class Quick(Toy):  # knows its references (as a recorded table does): adding one is a read and a write
+    name = "quick"
+    tasks = dev_tasks = [f"t{i}" for i in range(400)]
+
+    def reference(self, task):
+        return 1.0, 0.5
+
+
+def quick():
+    return Quick()
+'''
+
+
+def test_processes_adding_references_at_once_keep_every_one(tmp_path):
+    """A replay's processes and a peer recording may add references for different tasks at the same time:
+    each lands in the cache (none lost to another's write), and no reader sees half a file."""
+    (tmp_path / "toy.py").write_text(TOY + QUICK)
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import benchmarks; "
+            "b = benchmarks.load(sys.argv[3]); [benchmarks.reference(b, t) for t in b.tasks[int(sys.argv[4])::4]]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(BENCH), str(BENCH.parents[1]),
+                               f"{tmp_path / 'toy.py'}:quick", str(i)], stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    cache = json.loads((tmp_path / "reference-quick.json").read_text())
+    assert sorted(k.split(":")[0] for k in cache) == sorted(f"t{i}" for i in range(400))

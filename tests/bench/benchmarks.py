@@ -25,11 +25,13 @@ benchmark's file contents: an edit to the file computes them again.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import inspect
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,10 +129,16 @@ def reference(bench, task: str) -> tuple[float, float]:
             q = np.concatenate([curves(bench, task, configs[i:i + 500])[0].max(axis=1)
                                 for i in range(0, len(configs), 500)])
             best, median = float(q.max()), float(np.median(q))
-        known = json.loads(cache.read_text()) if cache.is_file() else {}  # (another process may have added)
-        known[key] = [float(best), float(median)]
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1, sort_keys=True))
+        # other processes (a replay's, a peer recording's) may add theirs at the same moment: one at a time,
+        # each re-reading what is there, and the file replaced whole, so a reader never sees half of it
+        with open(cache.with_name(cache.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            known = json.loads(cache.read_text()) if cache.is_file() else {}
+            known[key] = [float(best), float(median)]
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+            os.replace(tmp, cache)
     best, median = known[key]
     if not (math.isfinite(best) and math.isfinite(median)) or best <= median:
         raise BadBenchmark(f"{bench.name} task {task}: its reference best {best} is not above its median {median}")
