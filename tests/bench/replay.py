@@ -578,11 +578,15 @@ def fmt_p(p: float) -> str:
     return "-" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.2g}"
 
 
+def cell_label(r: dict) -> str:
+    return f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
+
+
 def print_table(agg: list[dict]) -> None:
     print(f"{'cell':>12} {'W':>3} {'method':<22} {'regret [95% CI]':>23} {'rank':>5} {'diff vs stock [95% CI]':>26} "
           f"{'p stock Holm':>12} {'p full Holm':>11} {'wins':>6} {'q/full':>7} {'epochs':>8} {'e/full':>6} {'ms':>6}")
     for r in agg:
-        cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
+        cell = cell_label(r)
         diff = "-" if math.isnan(r["diff_vs_stock"]) else \
             f"{r['diff_vs_stock']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]"
         wins = "-" if r["wins_vs_stock"] is None else f"{r['wins_vs_stock']}/{r['tasks']}"
@@ -599,7 +603,7 @@ def print_peer_tests(agg: list[dict], mine: list[str], peers: set[str]) -> None:
     for r in agg:
         if r["method"] not in mine:
             continue
-        cell = f"compute {r['compute']}" if r.get("compute") else f"{r['budget']} trials"
+        cell = cell_label(r)
         others = [o for o in r["p_vs_holm"] if o in peers]
         if others:
             print(f"{cell:>12} {r['workers']:>3} {r['method']} vs peers (Holm p): "
