@@ -265,7 +265,6 @@ def test_the_anytime_plot_draws_a_line_per_method_past_the_colour_cycle(tmp_path
     assert out.stat().st_size > 10_000
 
 
-
 QUICK = '''
 class Quick(Toy):  # knows its references (as a recorded table does): adding one is a read and a write
     name = "quick"
