@@ -107,6 +107,20 @@ def test_unknown_task_is_one_line_and_exit_2():
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown lcbench task(s) 42; valid: 3945," in r.stderr
 
 
+def test_task_selections_name_the_development_the_held_out_or_the_given_tasks():
+    import benchmarks
+
+    class Bench:
+        name, tasks, dev_tasks = "b", [1, 2, 3, 4], [2, 4]
+
+    assert benchmarks.select_tasks(Bench, None) == benchmarks.select_tasks(Bench, "dev") == ["2", "4"]
+    assert benchmarks.select_tasks(Bench, "held") == ["1", "3"]
+    assert benchmarks.select_tasks(Bench, "all") == ["1", "2", "3", "4"]
+    assert benchmarks.select_tasks(Bench, "3,1") == ["3", "1"]
+    with pytest.raises(benchmarks.BadBenchmark, match="unknown b task.s. held1; valid: 1, 2, 3, 4"):
+        benchmarks.select_tasks(Bench, "held1")
+
+
 def test_holm_adjustment():
     assert replay.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert replay.holm([0.5, float("nan"), 0.01]) == pytest.approx([0.5, float("nan"), 0.02], nan_ok=True)

@@ -84,6 +84,16 @@ def load(spec: str):
     return bench
 
 
+def select_tasks(bench, spec: str | None, default: str = "dev") -> list[str]:
+    """Task ids from `all`, `dev`, `held` (the tasks outside dev_tasks) or comma-separated ids, checked."""
+    spec = spec or default
+    every = [str(t) for t in bench.tasks]
+    dev = [str(t) for t in bench.dev_tasks]
+    tasks = {"all": every, "dev": dev, "held": [t for t in every if t not in dev]}.get(spec) or spec.split(",")
+    check_tasks(bench, tasks)
+    return tasks
+
+
 def check_tasks(bench, tasks: list[str]) -> None:
     bad = [t for t in tasks if t not in [str(x) for x in bench.tasks]]
     if bad:

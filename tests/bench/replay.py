@@ -1,11 +1,11 @@
 """Search quality on learning curves nobody has to train again: many simulated searches, paired by seed, per
 benchmark task, method, cell and worker count, as Syne Tune's simulator backend does it.
 
-    python tests/bench/replay.py [--benchmark lcbench|birdtune-default|birdtune-tiny|FILE.py:NAME] [--tasks ID,...]
+    python tests/bench/replay.py [--benchmark lcbench|birdtune-default|birdtune-tiny|FILE.py:NAME] [--tasks dev|held|all|ID,...]
                                  [--lcbench-dir PATH] [--seeds 100] [--first-seed 0] [--budgets 16,32]
                                  [--compute 4,8,16,32] [--workers 2,4] [--methods random_full,stock,birdtune]
                                  [--peers FILE] [--json PATH] [--plots DIR] [--processes 2] [--timing]
-    python tests/bench/replay.py --benchmark lcbench --utilisation 1024x256 [--tasks ID,...] [--methods METHOD]
+    python tests/bench/replay.py --benchmark lcbench --utilisation 1024x256 [--tasks dev|held|all|ID,...] [--methods METHOD]
 
 Benchmarks (tests/bench/benchmarks.py holds the protocol any benchmark follows, and the built-ins):
 `lcbench`, YAHPO Gym's LCBench surrogate (52 epochs of val_accuracy; without --tasks its 17 development tasks);
@@ -662,7 +662,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", help="lcbench, birdtune-default, birdtune-tiny or FILE.py:NAME (default birdtune-tiny)")
     p.add_argument("--size", choices=["tiny", "default"], help="alias: --size X is --benchmark birdtune-X")
-    p.add_argument("--tasks", help="task ids, comma-separated (default: the benchmark's development tasks)")
+    p.add_argument("--tasks", help="dev (the default: the benchmark's development tasks), held (the others), all, or task ids, comma-separated")
     p.add_argument("--lcbench-dir", help="the LCBench surrogate's folder (default ../shared/benchmarks/lcbench)")
     p.add_argument("--seeds", type=int, default=100)
     p.add_argument("--first-seed", type=int, default=0)
@@ -689,8 +689,7 @@ def main() -> int:
     lcdir = str(Path(args.lcbench_dir).resolve()) if args.lcbench_dir else None
     try:
         bench = get_benchmark(name, lcdir)
-        tasks = args.tasks.split(",") if args.tasks else [str(t) for t in bench.dev_tasks]
-        benchmarks.check_tasks(bench, tasks)
+        tasks = benchmarks.select_tasks(bench, args.tasks)
         space = bench.space()
         for t in tasks:  # each task's reference once, in this process, before the pool reads it
             benchmarks.reference(bench, t)

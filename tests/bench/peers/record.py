@@ -3,7 +3,7 @@ equal-compute cells and seeds (run.py), merged into tests/bench/data/peers-<benc
 `tests/bench/replay.py --peers FILE` adds to its tables.
 
     python tests/bench/peers/record.py [--tools optuna,synetune,smac,dehb,neps] [--methods M,...]
-        [--benchmark lcbench] [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9] [--processes 2]
+        [--benchmark lcbench] [--tasks all|dev|held|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9] [--processes 2]
 
 Each tool's runs first go to tests/bench/data/.parts/peers-<benchmark>-<tool>.jsonl (a recording that stops
 continues where it was; runs already in peers-<benchmark>.json are not run again); then every part is merged:
@@ -68,7 +68,7 @@ def main() -> int:
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS)} (default: all)")
     p.add_argument("--methods", help="only these of the tools' methods (default: all of each tool's)")
     p.add_argument("--benchmark", default="lcbench", help="lcbench, birdtune-default or FILE.py:NAME (default lcbench)")
-    p.add_argument("--tasks", default="all", help="all, dev, or comma-separated task ids (default all)")
+    p.add_argument("--tasks", default="all", help="all, dev, held (the tasks outside dev) or comma-separated task ids (default all)")
     p.add_argument("--compute", default="4,8,16,32", help="budgets in full-length trials (default 4,8,16,32)")
     p.add_argument("--workers", default="2,4", help="simulated workers (default 2,4)")
     p.add_argument("--seeds", default="0-9", help="a range or comma-separated list (default 0-9)")

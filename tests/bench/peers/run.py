@@ -3,7 +3,7 @@
 an interrupted recording continues, and so are the runs already in --skip (a merged peers-<benchmark>.json).
 
     <tool venv>/bin/python tests/bench/peers/run.py --tool optuna [--methods optuna-hyperband,optuna-sha]
-        [--benchmark lcbench] [--tasks all|dev|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9]
+        [--benchmark lcbench] [--tasks all|dev|held|ID,...] [--compute 4,8,16,32] [--workers 2,4] [--seeds 0-9]
         [--processes 2] [--skip RECORDED.json] --out FILE.jsonl
 
 Each adapter (tests/bench/peers/<tool>_peer.py) gives METHODS and run(bench, task, seed, workers, compute,
@@ -60,7 +60,7 @@ def main() -> int:
     p.add_argument("--tool", required=True, choices=sorted(ADAPTERS))
     p.add_argument("--methods", help="default: all of the tool's")
     p.add_argument("--benchmark", default="lcbench")
-    p.add_argument("--tasks", default="dev", help="all, dev or comma-separated ids")
+    p.add_argument("--tasks", default="dev", help="all, dev, held (the tasks outside dev) or comma-separated ids")
     p.add_argument("--compute", default="4,8,16,32")
     p.add_argument("--workers", default="2,4")
     p.add_argument("--seeds", default="0-9")
@@ -74,8 +74,7 @@ def main() -> int:
     module = importlib.import_module(ADAPTERS[args.tool])
     methods = args.methods.split(",") if args.methods else list(module.METHODS)
     bench = benchmarks.load(args.benchmark)
-    tasks = [str(t) for t in (bench.tasks if args.tasks == "all" else bench.dev_tasks if args.tasks == "dev"
-                              else args.tasks.split(","))]
+    tasks = benchmarks.select_tasks(bench, args.tasks)
     done = set()
     out = Path(args.out)
     if out.is_file():
