@@ -120,6 +120,12 @@ def test_task_selections_name_the_development_the_held_out_or_the_given_tasks():
     with pytest.raises(benchmarks.BadBenchmark, match="unknown b task.s. held1; valid: 1, 2, 3, 4"):
         benchmarks.select_tasks(Bench, "held1")
 
+    class AllDev(Bench):
+        dev_tasks = [1, 2, 3, 4]
+
+    with pytest.raises(benchmarks.BadBenchmark, match="b has no held-out tasks; its tasks: 1, 2, 3, 4 .development"):
+        benchmarks.select_tasks(AllDev, "held")
+
 
 def test_holm_adjustment():
     assert replay.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])

@@ -89,7 +89,12 @@ def select_tasks(bench, spec: str | None, default: str = "dev") -> list[str]:
     spec = spec or default
     every = [str(t) for t in bench.tasks]
     dev = [str(t) for t in bench.dev_tasks]
-    tasks = {"all": every, "dev": dev, "held": [t for t in every if t not in dev]}.get(spec) or spec.split(",")
+    named = {"all": every, "dev": dev, "held": [t for t in every if t not in dev]}
+    tasks = named[spec] if spec in named else [t.strip() for t in spec.split(",") if t.strip()]
+    if not tasks:
+        what = "held-out" if spec == "held" else repr(spec)
+        raise BadBenchmark(f"{bench.name} has no {what} tasks; "
+                           f"its tasks: {', '.join(every)} (development: {', '.join(dev)})")
     check_tasks(bench, tasks)
     return tasks
 

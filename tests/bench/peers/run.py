@@ -73,8 +73,12 @@ def main() -> int:
 
     module = importlib.import_module(ADAPTERS[args.tool])
     methods = args.methods.split(",") if args.methods else list(module.METHODS)
-    bench = benchmarks.load(args.benchmark)
-    tasks = benchmarks.select_tasks(bench, args.tasks)
+    try:
+        bench = benchmarks.load(args.benchmark)
+        tasks = benchmarks.select_tasks(bench, args.tasks)
+    except benchmarks.BadBenchmark as e:
+        print(f"run: {e}", file=sys.stderr)
+        return 2
     done = set()
     out = Path(args.out)
     if out.is_file():
