@@ -53,11 +53,6 @@ class Surrogate:
         self.tasks = list(self.hyper["OpenML_task_id"]["choices"])
         self.codes = json.loads((self.path / "encoding.json").read_text())["OpenML_task_id"]
 
-    def check_tasks(self, tasks: list[str]) -> None:
-        bad = [t for t in tasks if t not in self.tasks]
-        if bad:
-            raise MissingBenchmark(f"unknown LCBench task(s) {', '.join(bad)}; valid: {', '.join(self.tasks)}")
-
     def defaults(self) -> dict[str, Any]:
         out = {}
         for name in INPUTS:
