@@ -84,9 +84,10 @@ def load(spec: str):
     return bench
 
 
-def select_tasks(bench, spec: str | None, default: str = "dev") -> list[str]:
-    """Task ids from `all`, `dev`, `held` (the tasks outside dev_tasks) or comma-separated ids, checked."""
-    spec = spec or default
+def select_tasks(bench, spec: str | None) -> list[str]:
+    """Task ids from `all`, `dev` (also when None), `held` (the tasks outside dev_tasks) or comma-separated ids,
+    checked."""
+    spec = spec or "dev"
     every = [str(t) for t in bench.tasks]
     dev = [str(t) for t in bench.dev_tasks]
     named = {"all": every, "dev": dev, "held": [t for t in every if t not in dev]}
