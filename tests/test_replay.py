@@ -312,3 +312,21 @@ def test_processes_adding_references_at_once_keep_every_one(tmp_path):
     assert [p.returncode for p in procs] == [0] * 4, errors
     cache = json.loads((tmp_path / "reference-quick.json").read_text())
     assert sorted(k.split(":")[0] for k in cache) == sorted(f"t{i}" for i in range(400))
+
+
+@needs_lcbench
+@pytest.mark.parametrize("name", ["lcbench", "birdtune-default", "birdtune-tiny"])
+def test_the_built_in_benchmarks_references_are_committed_for_their_current_files(name):
+    """A change to a built-in benchmark's file keys its references anew: the committed cache must hold every
+    task's under the file as it is (else each fresh clone's replays spend about 10 s a task computing them
+    again) and nothing else."""
+    import benchmarks
+    bench = benchmarks.load(name)
+    keys = [benchmarks.reference_cache(bench, str(t)) for t in bench.tasks]
+    cache = keys[0][0]
+    assert cache.parent == benchmarks.DATA
+    committed = json.loads(cache.read_text())
+    stale = sorted(set(committed) - {k for _, k in keys})
+    missing = [k for _, k in keys if k not in committed]
+    assert not missing and not stale, (f"{cache.name}: missing {missing[:3]}, stale {stale[:3]}; run "
+                                       f"benchmarks.reference for every task of {name} and drop the stale keys")

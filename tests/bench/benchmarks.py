@@ -129,13 +129,19 @@ def random_configs(space, n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def reference(bench, task: str) -> tuple[float, float]:
-    """(best, median) full-length quality over the fixed random sample of the task's configs; cached."""
+def reference_cache(bench, task: str) -> tuple[Path, str]:
+    """Where the task's reference is cached, and its key there: a change to the benchmark's file (its digest is
+    in the key) computes it again. The built-ins' references are committed with them; another benchmark's go
+    beside its file."""
     source = getattr(bench, "source", None)
-    # the built-ins' references are committed with them; another benchmark's go beside its file
     cache = (DATA if source is None or Path(source).parent == HERE else Path(source).parent) / f"reference-{bench.name}.json"
     digest = hashlib.sha1(Path(source).read_bytes()).hexdigest()[:12] if source else "none"
-    key = f"{task}:{REFERENCE_CONFIGS}:{REFERENCE_SEED}:{digest}"
+    return cache, f"{task}:{REFERENCE_CONFIGS}:{REFERENCE_SEED}:{digest}"
+
+
+def reference(bench, task: str) -> tuple[float, float]:
+    """(best, median) full-length quality over the fixed random sample of the task's configs; cached."""
+    cache, key = reference_cache(bench, task)
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in known:
         if getattr(bench, "reference", None) is not None:  # a benchmark that knows its own (a recorded table)
