@@ -101,23 +101,13 @@ class Meter:
         # own dict (search.scheduler.BudgetedASHA.use_budget; it sees every trial end, the searcher is not told
         # of a continued trial's)
         self.continuing: dict[str, int] = {}
-        # the end game (a searcher's `endgame`): once a new trial could no longer reach the highest rung a trial
-        # has reached, the epochs left go to paused trials instead (search.scheduler.BudgetedASHA.choose_promotion)
-        self.reached = 0  # the highest epoch a trial has reported
-        self.ending = False  # set by the searcher: no new trials, promotions only
-        self.owed = 0  # what the running trials are owed up to their next rungs, at the searcher's last look
         self._t0: float | None = None
         self._stopped_at: float | None = None  # when stop_all first said the budget was spent
         self._seconds: list[float] = []  # each result's epoch time, for the time a new trial's first rung takes
 
     def __getstate__(self):  # pickled with the Tuner: the clock starts again in the run that unpickles it
         return {"budget": self.budget, "before": self.before, "epochs": self.epochs, "full": False, "_t0": None,
-                "_stopped_at": None, "_seconds": [], "continuing": {}, "reached": 0, "ending": False, "owed": 0}
-
-    def can_promote(self) -> bool:
-        """Whether a paused trial's next rung fits in what is left (the scheduler's answer, once it is given
-        this meter: search.scheduler.BudgetedASHA.use_budget)."""
-        return False
+                "_stopped_at": None, "_seconds": [], "continuing": {}}
 
     def exhausted(self) -> bool:
         """Whether the budget ended the search: spent, or too little left for another trial."""
@@ -143,7 +133,6 @@ class Meter:
     def __call__(self, trial_id: str, result: dict) -> bool:
         self.start()
         self.epochs += 1
-        self.reached = max(self.reached, int(result.get("training_iteration") or 0))
         if result.get("time_this_iter_s"):
             self._seconds.append(float(result["time_this_iter_s"]))
         return False  # a single trial is never stopped for the budget: stop_all ends them all

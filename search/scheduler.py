@@ -69,9 +69,6 @@ class BudgetedASHA(FIFOScheduler):
         tail = workers if fill_workers == "workers" else fill_workers  # the tail fill's workers (None: it is off)
         self.tail = TailFill(self, num_samples, tail) if num_samples and tail else None
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_meter"}  # this run's meter: use_budget again
-
     def __setstate__(self, state: dict) -> None:
         """Restored from a search's saved state: one saved before promote mode existed stops trials as then."""
         self.__dict__.update(state)
@@ -85,8 +82,6 @@ class BudgetedASHA(FIFOScheduler):
         """The budget's meter (search.budget.Meter) holds the promoted trials running again, which the searcher
         reads when it decides whether a new trial fits: the epochs they are owed count as a running trial's do."""
         meter.continuing = self.continuing
-        self._meter = meter
-        meter.can_promote = lambda: self._end_game_promotion(dry=True) is not None
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         return (metric in (None, self._metric)) and (mode in (None, self._mode))
@@ -149,40 +144,6 @@ class BudgetedASHA(FIFOScheduler):
                 elif can:
                     self.resume(tid)
                     self.continuing[tid] = rung
-                    return tid
-        return self._end_game_promotion(ready=ready)
-
-    def _next(self, i: int) -> int:
-        return self._rungs[i + 1] if i + 1 < len(self._rungs) else self._max_t
-
-    def _end_game_promotion(self, ready=lambda tid: True, dry: bool = False) -> str | None:
-        """In the budget's end game (search.budget.Meter.ending: new trials could no longer reach the highest rung
-        a trial has reached), the best paused trial of the highest rung whose next rung fits in what is left goes
-        on, ranked among the rung's best 1/rf or not. `dry`: only say which would."""
-        meter = getattr(self, "_meter", None)
-        if not self.promote or meter is None or not meter.ending:
-            return None
-        order = list(reversed(range(len(self._rungs))))
-        if meter.ending == 2:  # first the rungs whose next is no higher than the highest reached: more contenders
-            order = [i for i in order if self._next(i) <= meter.reached] + [i for i in order if self._next(i) > meter.reached]
-        for i in order:
-            rung = self._rungs[i]
-            cost = self._next(i) - rung
-            rec = self._recorded[rung]
-            paused = sorted((t for t, r in self._resumable.items() if r == rung),
-                            key=lambda t: -rec[t] if not math.isnan(rec[t]) else math.inf)
-            if not paused or not meter.allows(meter.owed, cost):
-                continue
-            for tid in paused:
-                if dry:
-                    return tid
-                can = ready(tid)
-                if can is False:
-                    self.not_resumable(tid)
-                elif can:
-                    self.resume(tid)
-                    self.continuing[tid] = rung
-                    meter.owed += cost
                     return tid
         return None
 

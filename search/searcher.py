@@ -72,8 +72,6 @@ class AshaAwareOptunaSearch(OptunaSearch):
         self._rungs = sorted(rungs or [max_t])  # ASHA's rungs and max_t: where a running trial is next judged
         self._concurrency = concurrency
         self._meter = None  # search.budget.Meter of a search with a budget
-        # with a budget: no new trial once it could not reach the highest rung a trial has reached (see budget_says)
-        self._endgame = 0
         self._last_epoch: dict[str, int] = {}
         self._diverged: set[str] = set()
         self._resume: dict[str, Any] = {}
@@ -102,19 +100,11 @@ class AshaAwareOptunaSearch(OptunaSearch):
         done = internals.completed(self)
         running = [self._last_epoch.get(t, 0) for t in internals.ot_trials(self) if t not in done]
         running += list(self._meter.continuing.values())  # paused trials ASHA promoted (search.scheduler)
-        meter, due = self._meter, owed(running, self._rungs)
-        if meter.allows(due, self._rungs[0], self._concurrency):
-            # the end game: a new trial is only worth its epochs if it can reach the highest rung a trial has
-            # reached, where the pick will come from; else what is left goes to paused trials' next rungs
-            top = max((r for r in self._rungs if r <= meter.reached), default=self._rungs[0])
-            if not self._endgame or meter.allows(due, top, self._concurrency):
-                meter.ending = False
-                return None
-        if self._endgame:
-            meter.ending, meter.owed = self._endgame, due
-        if running or (self._endgame and meter.can_promote()):
+        if self._meter.allows(owed(running, self._rungs), self._rungs[0], self._concurrency):
+            return None
+        if running:
             return "wait"
-        meter.full = True
+        self._meter.full = True
         return Searcher.FINISHED
 
     def suggest(self, trial_id: str) -> dict | None:
