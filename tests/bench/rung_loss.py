@@ -1,0 +1,79 @@
+"""Where a search loses its best config: for each simulated search (tests/bench/replay.py's simulate), the normalised
+regret of the best config among those it tried, among those it took to each of its rungs, and of its pick (each
+scored at full length, as the replay scores a pick). A large step from "tried" to the first rung says the first
+rung's ranks do not hold on this benchmark; a large step from the last rung to the pick, that the pick is chosen
+on too few epochs.
+
+    python tests/bench/rung_loss.py birdtune --benchmark lcbench --compute 4 --workers 2 --seeds 10
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
+
+import benchmarks  # noqa: E402
+import replay  # noqa: E402
+
+
+def losses(job: tuple) -> dict[str, float]:
+    """One search's regrets: 'tried' (any config it ran), '>=R' (those it ran to R epochs or more), 'pick'."""
+    method, bench_name, task, compute, workers, seed = job
+    bench = replay.get_benchmark(bench_name)
+    best, median = benchmarks.reference(bench, task)
+    out = replay.simulate(method, bench_name, task, None, workers, seed, trace=True, compute=compute)
+    configs = [cfg for _, cfg, _ in out["trace"]]
+    quality = benchmarks.curves(bench, task, configs, seed)[0].max(axis=1)
+    reached = np.array([epochs for _, _, epochs in out["trace"]])
+    row = {"pick": float(out["regret"]), "tried": (best - float(quality.max())) / (best - median)}
+    space = bench.space()
+    _, scheduler = replay.make_method(method, space, seed, None, workers)  # birdtune's: its rungs (others: none)
+    for rung in [int(r) for r in getattr(scheduler, "_rungs", [])] + [space.epochs]:
+        if (reached >= rung).any():
+            row[f">={rung}"] = (best - float(quality[reached >= rung].max())) / (best - median)
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", help="as replay.py's --methods names one, e.g. birdtune or birdtune@asha:reduction_factor=2")
+    p.add_argument("--benchmark", default="lcbench", help="lcbench, birdtune-default or FILE.py:NAME (default lcbench)")
+    p.add_argument("--tasks", help="dev (the default), held, all or task ids, comma-separated")
+    p.add_argument("--compute", type=int, default=4, help="budget in full-length trials' epochs (default 4)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args()
+    try:
+        bench = replay.get_benchmark(args.benchmark)
+        tasks = benchmarks.select_tasks(bench, args.tasks)
+        replay.make_method(args.method, bench.space(), 0, None, args.workers)  # a bad method: one line here
+        for t in tasks:
+            benchmarks.reference(bench, t)
+    except Exception as e:  # a missing surrogate, a bad task, benchmark or method: one line
+        print(f"rung_loss: {e}", file=sys.stderr)
+        return 2
+    jobs = [(args.method, args.benchmark, t, args.compute, args.workers, s)
+            for t in tasks for s in range(args.first_seed, args.first_seed + args.seeds)]
+    with mp.get_context("spawn").Pool(args.processes) as pool:
+        rows = list(tqdm(pool.imap(losses, jobs), total=len(jobs), desc="searches", file=sys.stderr))
+    keys = ["tried"] + sorted({k for r in rows for k in r if k.startswith(">=")}, key=lambda k: int(k[2:])) + ["pick"]
+    print(f"{args.method} on {args.benchmark}, {len(tasks)} task(s) x {args.seeds} seeds, compute {args.compute} x "
+          f"{args.workers} workers: mean normalised regret of the best config")
+    for k in keys:
+        have = [r[k] for r in rows if k in r]
+        label = {"tried": "it tried", "pick": "(its pick)"}.get(k, f"it ran to {k[2:]}+ epochs")
+        print(f"  {label:<22} {np.mean(have):.3f}  ({len(have)} searches)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
