@@ -330,3 +330,21 @@ def test_the_built_in_benchmarks_references_are_committed_for_their_current_file
     missing = [k for _, k in keys if k not in committed]
     assert not missing and not stale, (f"{cache.name}: missing {missing[:3]}, stale {stale[:3]}; run "
                                        f"benchmarks.reference for every task of {name} and drop the stale keys")
+
+
+def test_rung_loss_shows_the_best_config_among_fewer_configs_at_each_rung(tmp_path):
+    """tests/bench/rung_loss.py: the best config among those a search ran to a higher rung is one of fewer, so its
+    regret is never lower; the pick is one of those tried; a bad method is one line."""
+    (tmp_path / "toy.py").write_text(TOY)
+    cmd = [sys.executable, str(BENCH / "rung_loss.py"), "birdtune", "--benchmark", f"{tmp_path / 'toy.py'}:make",
+           "--compute", "3", "--workers", "2", "--seeds", "3", "--processes", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = re.findall(r"^  (it tried|it ran to (\d+)\+ epochs|\(its pick\)) +(-?[\d.]+)  \((\d+) searches\)$", r.stdout, re.M)
+    assert rows[0][0] == "it tried" and rows[-1][0] == "(its pick)" and len(rows) >= 4, r.stdout
+    assert [int(x[3]) for x in (rows[0], rows[-1])] == [3, 3]
+    full = [(float(x[2]), int(x[3])) for x in rows[1:-1] if int(x[3]) == 3]  # rungs every search reached
+    assert [e for _, e in full] and [v for v, _ in full] == sorted(v for v, _ in full)
+    assert float(rows[0][2]) <= min(v for v, _ in full) and float(rows[0][2]) <= float(rows[-1][2])
+    bad = subprocess.run(cmd[:2] + ["nope"] + cmd[3:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("rung_loss: unknown searcher"), bad.stderr
