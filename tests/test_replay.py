@@ -314,8 +314,7 @@ def test_processes_adding_references_at_once_keep_every_one(tmp_path):
     assert sorted(k.split(":")[0] for k in cache) == sorted(f"t{i}" for i in range(400))
 
 
-@needs_lcbench
-@pytest.mark.parametrize("name", ["lcbench", "birdtune-default", "birdtune-tiny"])
+@pytest.mark.parametrize("name", [pytest.param("lcbench", marks=needs_lcbench), "birdtune-default", "birdtune-tiny"])
 def test_the_built_in_benchmarks_references_are_committed_for_their_current_files(name):
     """A change to a built-in benchmark's file keys its references anew: the committed cache must hold every
     task's under the file as it is (else each fresh clone's replays spend about 10 s a task computing them
@@ -344,7 +343,7 @@ def test_rung_loss_shows_the_best_config_among_fewer_configs_at_each_rung(tmp_pa
     assert rows[0][0] == "it tried" and rows[-1][0] == "(its pick)" and len(rows) >= 4, r.stdout
     assert [int(x[3]) for x in (rows[0], rows[-1])] == [3, 3]
     full = [(float(x[2]), int(x[3])) for x in rows[1:-1] if int(x[3]) == 3]  # rungs every search reached
-    assert [e for _, e in full] and [v for v, _ in full] == sorted(v for v, _ in full)
+    assert full and [v for v, _ in full] == sorted(v for v, _ in full)
     assert float(rows[0][2]) <= min(v for v, _ in full) and float(rows[0][2]) <= float(rows[-1][2])
     bad = subprocess.run(cmd[:2] + ["nope"] + cmd[3:], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("rung_loss: unknown searcher"), bad.stderr

@@ -24,8 +24,9 @@ import replay  # noqa: E402
 
 
 def losses(job: tuple) -> dict[str, float]:
-    """One search's regrets: 'tried' (any config it ran), '>=R' (those it ran to R epochs or more), 'pick'."""
-    method, bench_name, task, compute, workers, seed = job
+    """One search's regrets: 'tried' (any config it ran), '>=R' (those it ran to R epochs or more, R one of
+    `rungs`), 'pick'."""
+    method, bench_name, task, compute, workers, seed, rungs = job
     bench = replay.get_benchmark(bench_name)
     best, median = benchmarks.reference(bench, task)
     out = replay.simulate(method, bench_name, task, None, workers, seed, trace=True, compute=compute)
@@ -33,9 +34,7 @@ def losses(job: tuple) -> dict[str, float]:
     quality = benchmarks.curves(bench, task, configs, seed)[0].max(axis=1)
     reached = np.array([epochs for _, _, epochs in out["trace"]])
     row = {"pick": float(out["regret"]), "tried": (best - float(quality.max())) / (best - median)}
-    space = bench.space()
-    _, scheduler = replay.make_method(method, space, seed, None, workers)  # birdtune's: its rungs (others: none)
-    for rung in [int(r) for r in getattr(scheduler, "_rungs", [])] + [space.epochs]:
+    for rung in rungs:
         if (reached >= rung).any():
             row[f">={rung}"] = (best - float(quality[reached >= rung].max())) / (best - median)
     return row
@@ -55,13 +54,15 @@ def main() -> int:
     try:
         bench = replay.get_benchmark(args.benchmark)
         tasks = benchmarks.select_tasks(bench, args.tasks)
-        replay.make_method(args.method, bench.space(), 0, None, args.workers)  # a bad method: one line here
+        space = bench.space()
+        _, scheduler = replay.make_method(args.method, space, 0, None, args.workers)  # a bad method: one line here
+        rungs = [int(r) for r in getattr(scheduler, "_rungs", [])] + [space.epochs]  # birdtune's ASHA's, and max_t
         for t in tasks:
             benchmarks.reference(bench, t)
     except Exception as e:  # a missing surrogate, a bad task, benchmark or method: one line
         print(f"rung_loss: {e}", file=sys.stderr)
         return 2
-    jobs = [(args.method, args.benchmark, t, args.compute, args.workers, s)
+    jobs = [(args.method, args.benchmark, t, args.compute, args.workers, s, rungs)
             for t in tasks for s in range(args.first_seed, args.first_seed + args.seeds)]
     with mp.get_context("spawn").Pool(args.processes) as pool:
         rows = list(tqdm(pool.imap(losses, jobs), total=len(jobs), desc="searches", file=sys.stderr))
