@@ -154,7 +154,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
              trace: bool = False, compute: int | None = None) -> dict:
     """One simulated search of `budget` trials, or (`compute`) of compute x epochs trial-epochs; returns its
     pick's full-length quality, normalised regret, trial-epochs and anytime curve (and with `trace`, every
-    trial's config and last epoch in launch order)."""
+    trial's config and last epoch in launch order, and in `trace_quality` its full-length quality)."""
     from ray.tune.schedulers import TrialScheduler
 
     from search import internals
@@ -315,6 +315,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
         out["overshoot"] = max(0, epochs_used - compute * max_t)
     if trace:
         out["trace"] = [(tid, st["config"], st["epoch"]) for tid, st in trials.items()]
+        out["trace_quality"] = [float(st["quality"]) for st in trials.values()]  # each one's, as the pick's is scored
     return out
 
 
