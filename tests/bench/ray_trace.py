@@ -98,14 +98,14 @@ def main() -> int:
                                                        num_samples=trials or -1, max_concurrent_trials=1,
                                                        reuse_actors=True))
         rows, grid = [], tuner.fit()
-        # a trial created but cut before it ran has no result, so no Result.config: its Trial object (in the
-        # grid's order; a private attribute, in this bench helper only) still holds the config it was given
+        # each Trial object (in the grid's order; a private attribute, in this bench helper only) holds the config
+        # it was given, also for a trial created but cut before it ran, whose Result has no config
         for r, trial in zip(grid, grid._experiment_analysis.trials):
             # Ray's trial folders carry the trial's number in creation order: <name>_<id>_<n>_<params>
             n = int(re.search(r"_[0-9a-f]{8}_(\d+)_", os.path.basename(r.path)).group(1))
             epochs = int(r.metrics_dataframe["epoch"].max()) if r.metrics_dataframe is not None and \
                 "epoch" in r.metrics_dataframe else 0  # (a trial the budget cut before its first epoch)
-            rows.append((n, dict(config=r.config if r.config is not None else trial.config, epochs=epochs)))
+            rows.append((n, dict(config=trial.config, epochs=epochs)))
         print(f"TRACE {seed} {compute} " + json.dumps([row for _, row in sorted(rows, key=lambda x: x[0])]), flush=True)
     if not args.storage:
         shutil.rmtree(storage, ignore_errors=True)
