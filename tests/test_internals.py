@@ -205,9 +205,10 @@ def test_a_restored_tuner_holds_the_searcher_and_scheduler_its_fit_restores(tmp_
     assert internals.restored_search(tuner) == (searcher, scheduler)
 
 
-def test_tpe_log_ndtr_is_vectorised_with_the_same_values_and_suggestions():
+def test_fast_suggestions_compute_the_same_values_and_suggestions():
     import numpy as np
     from optuna.samplers._tpe import _truncnorm
+    from ray.tune.search.optuna import OptunaSearch
 
     def suggestions():
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, multivariate=True,
@@ -215,22 +216,48 @@ def test_tpe_log_ndtr_is_vectorised_with_the_same_values_and_suggestions():
         for _ in range(30):
             t = study.ask()
             x, y = t.suggest_float("x", -5, 5), t.suggest_float("y", 1e-3, 1.0, log=True)
-            study.tell(t, (x - 1.3) ** 2 + abs(np.log(y) + 2))
+            n = t.suggest_int("n", 1, 9)  # a discrete parameter: TPE's Phi (_ndtr) computes its masses
+            study.tell(t, (x - 1.3) ** 2 + abs(np.log(y) + 2) + abs(n - 4))
         return [t.params for t in study.trials]
 
-    patched = getattr(_truncnorm._log_ndtr, "birdtune", False)
-    original = _truncnorm._log_ndtr.optuna if patched else _truncnorm._log_ndtr
-    _truncnorm._log_ndtr = original
-    before = suggestions()
-    internals.fast_log_ndtr()
-    internals.fast_log_ndtr()  # installed once
-    assert _truncnorm._log_ndtr.birdtune and _truncnorm._log_ndtr.optuna is original
+    def ray_suggestions():  # through Ray's wrapper of the suggest_* calls, which captures their values
+        def space(trial):
+            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            trial.suggest_int(name="width", low=8, high=64)  # by keyword too
+            return None
+
+        s = OptunaSearch(space=space, metric="cmap", mode="max",
+                         sampler=optuna.samplers.TPESampler(seed=5, n_startup_trials=3))
+        out = []
+        for i in range(8):
+            config = s.suggest(f"t{i}")
+            s.on_trial_complete(f"t{i}", {"cmap": -abs(np.log10(config["lr"]) + 2) - config["width"] / 64})
+            out.append(config)
+        bad = OptunaSearch(space=lambda trial: trial.suggest_float(low=0, high=1), metric="cmap", mode="max")
+        with pytest.raises(ValueError, match="missing required argument: name"):
+            bad.suggest("t")
+        return out
+
+    internals.fast_suggestions(False)
+    original_log, original = _truncnorm._log_ndtr, _truncnorm._ndtr
+    before, ray_before = suggestions(), ray_suggestions()
+    internals.fast_suggestions()
+    internals.fast_suggestions()  # installed once
+    assert _truncnorm._log_ndtr.birdtune and _truncnorm._ndtr is not original
     x = np.concatenate([np.linspace(-60, 60, 20001), [-1e3, -20.0001, -20.0, 6.0, 6.0001, 1e3]])
-    assert np.abs(_truncnorm._log_ndtr(x) - original(x)).max() < 1e-12
-    assert _truncnorm._log_ndtr(x).dtype == np.float64 and _truncnorm._log_ndtr(x).shape == x.shape
-    after = suggestions()  # TPE suggests what it did (to rounding: the last digits of a sample may differ)
-    assert len(after) == len(before) == 30
+    assert np.abs(_truncnorm._log_ndtr(x) - original_log(x)).max() < 1e-12
+    assert np.abs(_truncnorm._ndtr(x) - original(x)).max() < 1e-15
+    for f in (_truncnorm._log_ndtr, _truncnorm._ndtr):
+        assert f(x).dtype == np.float64 and f(x).shape == x.shape
+    after, ray_after = suggestions(), ray_suggestions()
+    # TPE suggests what it did (to rounding: the last digits of a sample may differ)
+    assert len(after) == len(before) == 30 and len(ray_after) == 8
     assert all(a == pytest.approx(b, rel=1e-9, abs=1e-12) for a, b in zip(after, before))
+    assert all(a == pytest.approx(b, rel=1e-9, abs=1e-12) for a, b in zip(ray_after, ray_before))
+    assert len({c["width"] for c in ray_after}) > 1 and ray_after[0]["width"] == ray_before[0]["width"]
+    internals.fast_suggestions(False)
+    assert (_truncnorm._log_ndtr, _truncnorm._ndtr) == (original_log, original)
+    internals.fast_suggestions()
 
 
 def test_tell_without_the_copy_records_what_study_tell_records(tmp_path):

@@ -160,7 +160,7 @@ def simulate(method: str, bench_name: str, task: str, budget: int | None, worker
     from search import internals
     from search.budget import Budget, Meter
 
-    internals.fast_log_ndtr()  # as make_searcher does, for every method alike (stock's TPE included)
+    internals.fast_suggestions()  # as make_searcher does, for every method alike (stock's TPE included)
     bench = get_benchmark(bench_name, lcbench_dir)
     space = bench.space()
     best_q, median_q = benchmarks.reference(bench, task)
