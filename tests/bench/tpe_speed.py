@@ -53,9 +53,8 @@ def main() -> int:
     install(True)
     for method in args.methods.split(","):
         a, b = sum(times[method, "own"]), sum(times[method, "fast"])
-        print(f"{method}, compute {args.compute} x {args.workers}: Optuna's and Ray's own code {a:.1f} s, fast_suggestions' "
-              f"{b:.1f} s "
-              f"(ratio {a / b:.2f}; median run {statistics.median(times[method, 'own']):.2f} / "
+        print(f"{method}, compute {args.compute} x {args.workers}: Optuna's and Ray's own code {a:.1f} s, "
+              f"fast_suggestions' {b:.1f} s (ratio {a / b:.2f}; median run {statistics.median(times[method, 'own']):.2f} / "
               f"{statistics.median(times[method, 'fast']):.2f} s)")
     # (the replay charges each suggestion's measured time to the simulated clock, so a faster one may reorder
     # a few events and change a pick)
