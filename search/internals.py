@@ -5,6 +5,7 @@ user's search.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -89,6 +90,23 @@ def tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, s
     _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=False)
 
 
+class _KeptSignatures:
+    """The `inspect` module for Ray's optuna_search module (its one use: the signature of each suggest_* method,
+    at every call): signature() computed once per function (a bound method's by its function), the rest inspect's."""
+
+    def __init__(self):
+        self._signatures: dict[tuple[Any, bool], Any] = {}
+
+    def signature(self, func):
+        key = (getattr(func, "__func__", func), inspect.ismethod(func))
+        if key not in self._signatures:
+            self._signatures[key] = inspect.signature(func)
+        return self._signatures[key]
+
+    def __getattr__(self, name: str):
+        return getattr(inspect, name)
+
+
 _ORIGINALS: dict[str, Any] = {}  # what fast_suggestions replaced, to put back (tests, tests/bench/tpe_speed.py)
 
 
@@ -104,21 +122,17 @@ def fast_suggestions(enable: bool = True) -> None:
     - Its Phi(x) (_truncnorm._ndtr) is 0.5 + 0.5 erf(x / sqrt 2) with erf as numpy polynomials, piece by
       piece: the same formula with SciPy's erf, equal within 1e-15.
     - Ray's OptunaSearch wraps each suggest_* call of a define-by-run space to capture its value, and computes
-      the method's signature anew at every call (_OptunaTrialSuggestCaptor._get_wrapper): the same wrapper,
-      the signature computed once per method."""
-    import functools
-    import inspect
-
+      the method's signature anew at every call (_OptunaTrialSuggestCaptor._get_wrapper, through its module's
+      `inspect`): Ray's wrapper still runs, with an `inspect` that computes each method's signature once."""
     from optuna.samplers._tpe import _truncnorm
     from ray.tune.search.optuna import optuna_search
     from scipy.special import erf, log_ndtr
 
-    captor = optuna_search._OptunaTrialSuggestCaptor
     if not _ORIGINALS:
-        _ORIGINALS.update(log_ndtr=_truncnorm._log_ndtr, ndtr=_truncnorm._ndtr, get_wrapper=captor._get_wrapper)
+        _ORIGINALS.update(log_ndtr=_truncnorm._log_ndtr, ndtr=_truncnorm._ndtr, inspect=optuna_search.inspect)
     if not enable:
         _truncnorm._log_ndtr, _truncnorm._ndtr = _ORIGINALS["log_ndtr"], _ORIGINALS["ndtr"]
-        captor._get_wrapper = _ORIGINALS["get_wrapper"]
+        optuna_search.inspect = _ORIGINALS["inspect"]
         return
     if getattr(_truncnorm._log_ndtr, "birdtune", False):
         return
@@ -129,28 +143,8 @@ def fast_suggestions(enable: bool = True) -> None:
     def _ndtr(a):
         return 0.5 + 0.5 * erf(np.asarray(a, dtype=float) / 2**0.5)
 
-    signatures: dict[Any, inspect.Signature] = {}
-
-    def _get_wrapper(self, func):  # Ray's, with the signature kept (a bound method's, by its function)
-        key = (getattr(func, "__func__", func), inspect.ismethod(func))
-        sig = signatures.get(key)
-        if sig is None:
-            sig = signatures[key] = inspect.signature(func)
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            bound = sig.bind_partial(*args, **kwargs)
-            bound.apply_defaults()
-            if "name" not in bound.arguments:
-                raise ValueError("missing required argument: name")
-            ret = func(*args, **kwargs)
-            self.captured_values[bound.arguments["name"]] = ret
-            return ret
-
-        return wrapper
-
     _log_ndtr.birdtune = True
-    _truncnorm._log_ndtr, _truncnorm._ndtr, captor._get_wrapper = _log_ndtr, _ndtr, _get_wrapper
+    _truncnorm._log_ndtr, _truncnorm._ndtr, optuna_search.inspect = _log_ndtr, _ndtr, _KeptSignatures()
 
 
 # --- Ray Tune -------------------------------------------------------------------------------------

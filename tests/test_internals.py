@@ -208,7 +208,9 @@ def test_a_restored_tuner_holds_the_searcher_and_scheduler_its_fit_restores(tmp_
 def test_fast_suggestions_compute_the_same_values_and_suggestions():
     import numpy as np
     from optuna.samplers._tpe import _truncnorm
-    from ray.tune.search.optuna import OptunaSearch
+    import inspect
+
+    from ray.tune.search.optuna import OptunaSearch, optuna_search
 
     def suggestions():
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, multivariate=True,
@@ -244,6 +246,7 @@ def test_fast_suggestions_compute_the_same_values_and_suggestions():
     internals.fast_suggestions()
     internals.fast_suggestions()  # installed once
     assert _truncnorm._log_ndtr.birdtune and _truncnorm._ndtr is not original
+    assert optuna_search.inspect is not inspect and optuna_search.inspect.Parameter is inspect.Parameter
     x = np.concatenate([np.linspace(-60, 60, 20001), [-1e3, -20.0001, -20.0, 6.0, 6.0001, 1e3]])
     assert np.abs(_truncnorm._log_ndtr(x) - original_log(x)).max() < 1e-12
     assert np.abs(_truncnorm._ndtr(x) - original(x)).max() < 1e-15
@@ -257,6 +260,7 @@ def test_fast_suggestions_compute_the_same_values_and_suggestions():
     assert len({c["width"] for c in ray_after}) > 1 and ray_after[0]["width"] == ray_before[0]["width"]
     internals.fast_suggestions(False)
     assert (_truncnorm._log_ndtr, _truncnorm._ndtr) == (original_log, original)
+    assert optuna_search.inspect is inspect
     internals.fast_suggestions()
 
 
