@@ -333,16 +333,26 @@ def test_the_built_in_benchmarks_references_are_committed_for_their_current_file
 
 def test_rung_loss_shows_the_best_config_among_fewer_configs_at_each_rung(tmp_path):
     """tests/bench/rung_loss.py: the best config among those a search ran to a higher rung is one of fewer, so its
-    regret is never lower; the pick is one of those tried; a bad method is one line."""
+    regret is never lower; the pick is one of those tried; per task (--per-task) too, the tasks' rows averaging
+    to the summary's; a bad method is one line."""
     (tmp_path / "toy.py").write_text(TOY)
     cmd = [sys.executable, str(BENCH / "rung_loss.py"), "birdtune", "--benchmark", f"{tmp_path / 'toy.py'}:make",
-           "--compute", "3", "--workers", "2", "--seeds", "3", "--processes", "1"]
+           "--compute", "3", "--workers", "2", "--seeds", "3", "--processes", "1", "--tasks", "a,b", "--per-task"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = re.findall(r"^  (it tried|it ran to (\d+)\+ epochs|\(its pick\)) +(-?[\d.]+)  \((\d+) searches\)$", r.stdout, re.M)
     assert rows[0][0] == "it tried" and rows[-1][0] == "(its pick)" and len(rows) >= 4, r.stdout
-    assert [int(x[3]) for x in (rows[0], rows[-1])] == [3, 3]
-    full = [(float(x[2]), int(x[3])) for x in rows[1:-1] if int(x[3]) == 3]  # rungs every search reached
+    assert [int(x[3]) for x in (rows[0], rows[-1])] == [6, 6]
+    head = re.search(r"^  task +(.+)$", r.stdout, re.M).group(1).split()
+    assert head[0] == "tried" and head[-1] == "pick" and len(head) == len(rows), r.stdout
+    per_task = {m[0]: m[1].split() for m in re.findall(r"^  ([ab]) +(.+)$", r.stdout, re.M)}
+    assert sorted(per_task) == ["a", "b"], r.stdout
+    for cells in per_task.values():
+        assert float(cells[0]) <= float(cells[-1]) and all(c == "-" or float(cells[0]) <= float(c) for c in cells)
+    # equal seeds per task: the tasks' mean of the first and last columns is the summary's
+    for col, row in ((0, rows[0]), (-1, rows[-1])):
+        assert abs(np.mean([float(c[col]) for c in per_task.values()]) - float(row[2])) <= 0.0015, r.stdout
+    full = [(float(x[2]), int(x[3])) for x in rows[1:-1] if int(x[3]) == 6]  # rungs every search reached
     assert full and [v for v, _ in full] == sorted(v for v, _ in full)
     assert float(rows[0][2]) <= min(v for v, _ in full) and float(rows[0][2]) <= float(rows[-1][2])
     bad = subprocess.run(cmd[:2] + ["nope"] + cmd[3:], capture_output=True, text=True, timeout=300)

@@ -2,9 +2,10 @@
 regret of the best config among those it tried, among those it took to each of its rungs, and of its pick (each
 scored at full length, as the replay scores a pick). A large step from "tried" to the first rung says the first
 rung's ranks do not hold on this benchmark; a large step from the last rung to the pick, that the pick is chosen
-on too few epochs.
+on too few epochs. `--per-task` adds a row per task: where one method loses to another, whether on the configs it
+tried or at its rungs.
 
-    python tests/bench/rung_loss.py birdtune --benchmark lcbench --compute 4 --workers 2 --seeds 10
+    python tests/bench/rung_loss.py birdtune --benchmark lcbench --compute 4 --workers 2 --seeds 10 [--per-task]
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--per-task", action="store_true", help="also one row per task (its seeds' mean)")
     args = p.parse_args()
     try:
         bench = replay.get_benchmark(args.benchmark)
@@ -72,6 +74,13 @@ def main() -> int:
         have = [r[k] for r in rows if k in r]
         label = {"tried": "it tried", "pick": "(its pick)"}.get(k, f"it ran to {k[2:]}+ epochs")
         print(f"  {label:<22} {np.mean(have):.3f}  ({len(have)} searches)")
+    if args.per_task:
+        print("per task, the mean over its seeds (-: no search of the task got there)")
+        print(f"  {'task':<10}" + "".join(f"{k:>8}" for k in keys))
+        for t in tasks:
+            mine = [r for (_, _, task, *_), r in zip(jobs, rows) if task == t]
+            cells = [np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else None for k in keys]
+            print(f"  {str(t):<10}" + "".join(f"{c:>8.3f}" if c is not None else f"{'-':>8}" for c in cells))
     return 0
 
 
