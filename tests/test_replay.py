@@ -342,20 +342,21 @@ def test_rung_loss_shows_the_best_config_among_fewer_configs_at_each_rung(tmp_pa
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = re.findall(r"^  (it tried|it ran to (\d+)\+ epochs|\(its pick\)) +(-?[\d.]+)  \((\d+) searches\)$", r.stdout, re.M)
     assert rows[0][0] == "it tried" and rows[-1][0] == "(its pick)" and len(rows) >= 4, r.stdout
-    assert [int(x[3]) for x in (rows[0], rows[-1])] == [6, 6]
+    searches = 2 * 3  # tasks x seeds
+    assert [int(x[3]) for x in (rows[0], rows[-1])] == [searches, searches]
     head = re.search(r"^  task +(.+)$", r.stdout, re.M).group(1).split()
     assert head[0] == "tried" and head[-1] == "pick" and len(head) == len(rows), r.stdout
     per_task = {m[0]: m[1].split() for m in re.findall(r"^  ([ab]) +(.+)$", r.stdout, re.M)}
     assert sorted(per_task) == ["a", "b"], r.stdout
     # per task too, the pick and each rung every search reached are no better than the best config tried (a rung
     # only some searches reached averages over fewer seeds, so it may be)
-    everywhere = [i for i, x in enumerate(rows) if int(x[3]) == 6]
+    everywhere = [i for i, x in enumerate(rows) if int(x[3]) == searches]  # rungs every search reached, tried, pick
     for cells in per_task.values():
         assert all(float(cells[0]) <= float(cells[i]) for i in everywhere), r.stdout
     # equal seeds per task: the tasks' mean of the first and last columns is the summary's
     for col, row in ((0, rows[0]), (-1, rows[-1])):
         assert abs(np.mean([float(c[col]) for c in per_task.values()]) - float(row[2])) <= 0.0015, r.stdout
-    full = [(float(x[2]), int(x[3])) for x in rows[1:-1] if int(x[3]) == 6]  # rungs every search reached
+    full = [(float(rows[i][2]), int(rows[i][3])) for i in everywhere[1:-1]]
     assert full and [v for v, _ in full] == sorted(v for v, _ in full)
     assert float(rows[0][2]) <= min(v for v, _ in full) and float(rows[0][2]) <= float(rows[-1][2])
     bad = subprocess.run(cmd[:2] + ["nope"] + cmd[3:], capture_output=True, text=True, timeout=300)

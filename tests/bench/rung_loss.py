@@ -71,17 +71,23 @@ def main() -> int:
     print(f"{args.method} on {args.benchmark}, {len(tasks)} task(s) x {args.seeds} seeds, compute {args.compute} x "
           f"{args.workers} workers: mean normalised regret of the best config")
     for k in keys:
-        have = [r[k] for r in rows if k in r]
+        mean, n = column(rows, k)
         label = {"tried": "it tried", "pick": "(its pick)"}.get(k, f"it ran to {k[2:]}+ epochs")
-        print(f"  {label:<22} {np.mean(have):.3f}  ({len(have)} searches)")
+        print(f"  {label:<22} {mean:.3f}  ({n} searches)")
     if args.per_task:
         print("per task, the mean over its seeds (-: no search of the task got there)")
         print(f"  {'task':<10}" + "".join(f"{k:>8}" for k in keys))
         for t in tasks:
             mine = [r for (_, _, task, *_), r in zip(jobs, rows) if task == t]
-            cells = [np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else None for k in keys]
+            cells = [column(mine, k)[0] for k in keys]
             print(f"  {str(t):<10}" + "".join(f"{c:>8.3f}" if c is not None else f"{'-':>8}" for c in cells))
     return 0
+
+
+def column(rows: list[dict[str, float]], key: str) -> tuple[float | None, int]:
+    """The mean of `key` over the searches that have it (None if none does), and how many have it."""
+    have = [r[key] for r in rows if key in r]
+    return (float(np.mean(have)) if have else None), len(have)
 
 
 if __name__ == "__main__":
